@@ -1,0 +1,1 @@
+"""Boundary-saving gradient for ``impl="eager"`` (pure PyTorch). Not built yet."""
