@@ -115,13 +115,13 @@ def step(u, u_prev, psi_x, psi_z, zeta_x, zeta_z, k: StepCoefficients):
         (u_next, lap, psi_x, psi_z, zeta_x, zeta_z): u^{n+1} without the source term,
         L^n (so that u^{n+1} = 2u^n - u^{n-1} + v2dt2 L^n) and the auxiliary fields at n.
     """
+    psi_x = k.bx * psi_x + k.ax * first_derivative_x(u, k.c1)
+    psi_z = k.bz * psi_z + k.az * first_derivative_z(u, k.c1)
     dzz, dxx = second_derivatives(u, k.c2)
     ax_ = dxx + k.mx * first_derivative_x(psi_x, k.c1)
     az_ = dzz + k.mz * first_derivative_z(psi_z, k.c1)
     zeta_x = k.bx * zeta_x + k.ax * ax_
     zeta_z = k.bz * zeta_z + k.az * az_
-    psi_x = k.bx * psi_x + k.ax * first_derivative_x(u, k.c1)
-    psi_z = k.bz * psi_z + k.az * first_derivative_z(u, k.c1)
     lap = ax_ + az_ + zeta_x + zeta_z
     u_next = 2 * u - u_prev + k.v2dt2 * lap
     return u_next, lap, psi_x, psi_z, zeta_x, zeta_z

@@ -11,11 +11,12 @@ Discretisation (both impls compute exactly this operator, float32):
       Dxx u[i, j] = sum_{k=-N..N} c_|k| u[i, j+k] / dh^2,   Dx u[i, j] = sum_{k=1..N} d_k (u[i, j+k] - u[i, j-k]) / dh
 
 * Time (leapfrog) with CPML auxiliary fields psi (first derivative) and zeta (second),
-  non-zero only inside their PML strips (mx, mz are the strip masks):
+  non-zero only inside their PML strips (mx, mz are the strip masks). This discretises
+  (1/s_x) d/dx ((1/s_x) du/dx) with 1/s_x f = f + psi[f], psi^n = b psi^{n-1} + a f^n:
 
-      Ax    = Dxx u^n + mx * Dx psi_x^{n-1}
-      zeta_x^n = b_x zeta_x^{n-1} + a_x Ax
       psi_x^n  = b_x psi_x^{n-1}  + a_x Dx u^n           (same in z)
+      Ax    = Dxx u^n + mx * Dx psi_x^n
+      zeta_x^n = b_x zeta_x^{n-1} + a_x Ax
       L^n   = Ax + Az + zeta_x^n + zeta_z^n
       u^{n+1} = 2 u^n - u^{n-1} + (v dt)^2 L^n,   u^{n+1}[src] += (v dt)^2[src] f^n
       record[n, r] = u^{n+1}[rec_r]
