@@ -3,4 +3,64 @@
 Contract used by both implementations (see ``base.RingStore``): the forward pass ``put``s
 chunks of consecutive steps in increasing order, the backward pass ``get``s them in
 decreasing order; every value comes back as float32 on the compute device.
+
+Use :func:`make_ring_store` to build the store an options object asks for, and
+:func:`ring_nbytes` for the size of a stored ring without building one.
 """
+
+from __future__ import annotations
+
+import torch
+
+from fwi_cli.errors import FwiArgumentError
+from fwi_cli.propagator.options import STORAGES, BoundaryOptions
+from fwi_cli.storage.base import RingStore
+from fwi_cli.storage.codecs import CODECS, INT8_BLOCK, Codec, get_codec, ring_nbytes
+from fwi_cli.storage.gpu import GpuRingStore
+
+__all__ = [
+    "CODECS",
+    "INT8_BLOCK",
+    "Codec",
+    "GpuRingStore",
+    "RingStore",
+    "get_codec",
+    "make_ring_store",
+    "ring_nbytes",
+]
+
+
+def make_ring_store(
+    nt: int, batch: int, cells: int, device, options: BoundaryOptions | None = None
+) -> RingStore:
+    """The ring store ``options`` asks for.
+
+    Args:
+        nt: steps to hold.
+        batch: shots B.
+        cells: ring cells per shot C.
+        device: compute device (torch.device or its name).
+        options: tier, dtype, transfer interval, pinning, disk directory; None: defaults
+            (gpu tier, fp32).
+
+    Raises:
+        FwiArgumentError: unknown tier or dtype, transfer_interval < 1, bad sizes.
+        StorageError: the disk tier cannot create its directory or files.
+    """
+    if options is None:
+        options = BoundaryOptions()
+    codec = get_codec(options.storage_dtype)
+    k = options.transfer_interval
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise FwiArgumentError(
+            "BoundaryOptions.transfer_interval must be an integer >= 1 (steps per chunk), "
+            f"got {k!r}"
+        )
+    device = torch.device(device)
+    if options.storage == "gpu":
+        return GpuRingStore(nt, batch, cells, device, codec)
+    if options.storage in STORAGES:
+        raise FwiArgumentError(f"storage {options.storage!r} is not implemented yet; use 'gpu'")
+    raise FwiArgumentError(
+        f"BoundaryOptions.storage must be one of {STORAGES}, got {options.storage!r}"
+    )

@@ -3,6 +3,9 @@
 A ring store holds, for each of ``nt`` time steps, a (B, C) float32 ring (B shots, C ring
 cells per shot) in some tier and dtype. The forward pass writes chunks of consecutive steps
 in increasing step order; the backward pass reads chunks in decreasing step order.
+
+Stores are context managers (``with make_ring_store(...) as store:``): leaving the block,
+normally or by an exception (KeyboardInterrupt included), calls :meth:`RingStore.close`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import abc
 
 import torch
+
+from fwi_cli.errors import FwiArgumentError, StorageError
 
 
 class RingStore(abc.ABC):
@@ -23,7 +28,13 @@ class RingStore(abc.ABC):
     """
 
     def __init__(self, nt: int, batch: int, cells: int, device: torch.device) -> None:
+        for name, value, low in (("nt", nt, 1), ("batch", batch, 1), ("cells", cells, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise FwiArgumentError(
+                    f"ring store: {name} must be an integer >= {low}, got {value!r}"
+                )
         self.nt, self.batch, self.cells, self.device = nt, batch, cells, torch.device(device)
+        self._closed = False
 
     @abc.abstractmethod
     def put(self, n0: int, chunk: torch.Tensor) -> None:
@@ -35,13 +46,19 @@ class RingStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, n0: int, t: int) -> torch.Tensor:
-        """Steps n0..n0+t-1 as (t, B, C) float32 on the compute device (decoded)."""
+        """Steps n0..n0+t-1 as (t, B, C) float32 on the compute device (decoded).
+
+        The result may alias the store's memory (the gpu tier with fp32 returns a view of
+        the ring): treat it as read-only.
+        """
 
     def finish_forward(self) -> None:
         """Called once after the last ``put`` (flush pending writes)."""
+        return None
 
     def close(self) -> None:
         """Release memory and delete files; idempotent."""
+        self._closed = True
 
     @property
     @abc.abstractmethod
@@ -52,3 +69,47 @@ class RingStore(abc.ABC):
     def device_nbytes(self) -> int:
         """Bytes of the ring held in compute-device memory (staging buffers included)."""
         return 0
+
+    @property
+    def host_nbytes(self) -> int:
+        """Bytes held in host memory (the cpu tier's ring, disk staging buffers)."""
+        return 0
+
+    def __enter__(self) -> RingStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Helpers for subclasses: argument checks that name the argument and the fix.
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{type(self).__name__} is closed; create a new ring store")
+
+    def _check_put(self, n0: int, chunk: torch.Tensor) -> int:
+        """Validate a ``put``; return T."""
+        self._check_open()
+        want = (self.batch, self.cells)
+        if chunk.dim() != 3 or tuple(chunk.shape[1:]) != want:
+            raise FwiArgumentError(
+                f"ring store put: chunk must have shape (T, {want[0]}, {want[1]}), "
+                f"got {tuple(chunk.shape)}"
+            )
+        if chunk.dtype != torch.float32:
+            raise FwiArgumentError(f"ring store put: chunk must be float32, got {chunk.dtype}")
+        if chunk.device != self.device and not (
+            chunk.device.type == self.device.type == "cuda" and self.device.index is None
+        ):
+            raise FwiArgumentError(
+                f"ring store put: chunk is on {chunk.device}, the store's device is {self.device}"
+            )
+        t = chunk.shape[0]
+        self._check_range(n0, t, "put")
+        return t
+
+    def _check_range(self, n0: int, t: int, what: str = "get") -> None:
+        if not (0 <= n0 and t >= 0 and n0 + t <= self.nt):
+            raise FwiArgumentError(
+                f"ring store {what}: steps [{n0}, {n0 + t}) are outside [0, {self.nt})"
+            )
