@@ -16,14 +16,19 @@ from fwi_cli.errors import FwiArgumentError
 from fwi_cli.propagator.options import STORAGES, BoundaryOptions
 from fwi_cli.storage.base import RingStore
 from fwi_cli.storage.codecs import CODECS, INT8_BLOCK, Codec, get_codec, ring_nbytes
+from fwi_cli.storage.disk import DiskRingStore
 from fwi_cli.storage.gpu import GpuRingStore
+from fwi_cli.storage.staged import CpuRingStore, StagedRingStore
 
 __all__ = [
     "CODECS",
     "INT8_BLOCK",
     "Codec",
+    "CpuRingStore",
+    "DiskRingStore",
     "GpuRingStore",
     "RingStore",
+    "StagedRingStore",
     "get_codec",
     "make_ring_store",
     "ring_nbytes",
@@ -59,8 +64,13 @@ def make_ring_store(
     device = torch.device(device)
     if options.storage == "gpu":
         return GpuRingStore(nt, batch, cells, device, codec)
-    if options.storage in STORAGES:
-        raise FwiArgumentError(f"storage {options.storage!r} is not implemented yet; use 'gpu'")
+    if options.storage == "cpu":
+        return CpuRingStore(nt, batch, cells, device, codec, k, pinned_memory=options.pinned_memory)
+    if options.storage == "disk":
+        return DiskRingStore(
+            nt, batch, cells, device, codec, k,
+            disk_dir=options.disk_dir, pinned_memory=options.pinned_memory,
+        )
     raise FwiArgumentError(
         f"BoundaryOptions.storage must be one of {STORAGES}, got {options.storage!r}"
     )

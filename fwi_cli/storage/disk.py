@@ -1,0 +1,355 @@
+"""The ``disk`` tier: the encoded ring in files, written and read in blocks of K steps.
+
+Layout: a fresh directory ``fwi-ring-XXXX`` (created inside ``disk_dir``, or in the system
+temp directory when ``disk_dir`` is None) holds one file per codec part,
+``part{i}.bin``, of ``nt`` step records; block j (steps [jK, jK+K)) of part i sits at byte
+``j K S_i`` where S_i is the bytes of one step of that part (B shots). File bytes in all:
+``ring_nbytes(nt, B, C, dtype)``.
+
+Pipeline (on top of :class:`~fwi_cli.storage.staged.StagedRingStore`, which stages blocks
+on the compute device):
+
+* forward: a full staging slot is copied (side CUDA stream, async) into one of a few host
+  buffers (pinned on CUDA when asked), and the buffer is queued to a writer thread, which
+  waits for the copy's event, ``pwrite``s the block and gives the buffer back. The host
+  buffers bound the queue: when all are in flight ``put`` waits.
+* backward: a reader thread ``pread``s the next (earlier) blocks into host buffers while the
+  caller computes; ``get`` copies a block host -> device on the side stream.
+
+Errors: an ``OSError`` met by the writer (no space, permission, ...) is kept and raised as a
+:class:`~fwi_cli.errors.StorageError` naming the directory at the next ``put``,
+``finish_forward`` or ``get``; a missing or truncated file in the backward pass likewise.
+Whenever the store raises a StorageError it has already removed its files.
+
+Clean-up: ``close()`` (also on leaving a ``with`` block, KeyboardInterrupt included) stops
+the threads and deletes the directory; so does a ``weakref.finalize`` when the store is
+garbage-collected, and the same finalizer runs at interpreter exit (``atexit``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from fwi_cli.errors import StorageError
+from fwi_cli.storage.codecs import Codec
+from fwi_cli.storage.staged import StagedRingStore, _Slot
+
+#: Host buffers (each one block) shared by the writer and the reader.
+N_HOST_BUFFERS = 4
+#: Blocks the reader reads ahead of the backward pass.
+READ_AHEAD = 2
+#: Seconds between checks while waiting for a host buffer.
+_POLL_S = 0.05
+
+
+def _write_at(fd: int, buf: memoryview, offset: int) -> None:
+    """Write all of ``buf`` at ``offset`` of ``fd`` (raises OSError)."""
+    pos, n = 0, len(buf)
+    while pos < n:
+        done = os.pwrite(fd, buf[pos:], offset + pos)
+        if done <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        pos += done
+
+
+def _read_at(fd: int, buf: memoryview, offset: int) -> None:
+    """Fill ``buf`` from ``offset`` of ``fd``; a short file raises StorageError."""
+    pos, n = 0, len(buf)
+    while pos < n:
+        done = os.preadv(fd, [buf[pos:]], offset + pos)
+        if done <= 0:
+            raise StorageError(
+                f"disk tier: a boundary file ended early (wanted {n} bytes at {offset}); "
+                "was it truncated or replaced while the gradient ran?"
+            )
+        pos += done
+
+
+class _HostBuffer:
+    """Host memory of one block: raw bytes per part, typed (K, B, ...) views, an event."""
+
+    def __init__(self, specs, k: int, pin: bool, cuda: bool) -> None:
+        self.raw, self.typed, self.views = [], [], []
+        for dtype, shape in specs:  # shape: per-step (B, ...)
+            step_nbytes = torch.empty(shape, dtype=dtype, device="meta").numel() * dtype.itemsize
+            raw = torch.empty(k * step_nbytes, dtype=torch.uint8, pin_memory=pin)
+            self.raw.append(raw)
+            self.typed.append(raw.view(dtype).view(k, *shape))
+            self.views.append(memoryview(raw.numpy()))
+        self.event = torch.cuda.Event() if cuda else None  # last device copy using it
+        self.nbytes = sum(r.numel() for r in self.raw)
+
+
+class _DiskResources:
+    """What the disk tier must release. Its threads and finalizer refer to this object,
+    never to the store, so a dropped store is collected (and cleaned) at once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: list[Path] = []
+        self.fds: list[int] = []
+        self.write_q: queue.Queue = queue.Queue()  # (items, host buffer) or None to stop
+        self.free: queue.Queue = queue.Queue()  # idle host buffers
+        self.error: BaseException | None = None  # first error of the writer
+        self.stopping = False
+        self.writer: threading.Thread | None = None
+        self.reader: ThreadPoolExecutor | None = None
+
+    def take_buffer(self) -> _HostBuffer:
+        """An idle host buffer (waits; gives up once the store is stopping)."""
+        while True:
+            try:
+                return self.free.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self.stopping or (self.writer is not None and not self.writer.is_alive()):
+                    raise StorageError("disk tier: the ring store was closed") from None
+
+    def write_loop(self) -> None:
+        """Writer thread: write queued blocks until told to stop."""
+        while True:
+            item = self.write_q.get()
+            if item is None:
+                self.write_q.task_done()
+                return
+            items, buf = item
+            try:
+                if buf.event is not None:
+                    buf.event.synchronize()  # the device -> host copy has landed
+                if self.error is None and not self.stopping:
+                    for i, offset, nbytes in items:
+                        _write_at(self.fds[i], buf.views[i][:nbytes], offset)
+            except BaseException as exc:  # kept, raised by the caller's thread
+                if self.error is None:
+                    self.error = exc
+            finally:
+                self.free.put(buf)
+                self.write_q.task_done()
+
+    def read_block(self, items) -> _HostBuffer:
+        """Reader thread (or caller): read one block into an idle host buffer."""
+        buf = self.take_buffer()
+        try:
+            if buf.event is not None:
+                buf.event.synchronize()  # its previous host -> device copy is done
+            for i, offset, nbytes in items:
+                _read_at(self.fds[i], buf.views[i][:nbytes], offset)
+        except BaseException:
+            self.free.put(buf)
+            raise
+        return buf
+
+    def close_files(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+    def shutdown(self) -> None:
+        """Stop the threads, close and delete the files and the directory (idempotent)."""
+        self.stopping = True
+        if self.writer is not None and self.writer.is_alive():
+            self.write_q.put(None)
+            self.writer.join(timeout=60)
+        if self.reader is not None:
+            self.reader.shutdown(wait=True, cancel_futures=True)
+        self.close_files()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _make_root(disk_dir, nbytes: int) -> Path:
+    """Create the store's own directory (inside ``disk_dir`` when given)."""
+    where = "the system temp directory" if disk_dir is None else f"disk_dir {str(disk_dir)!r}"
+    try:
+        if disk_dir is not None:
+            os.makedirs(disk_dir, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="fwi-ring-", dir=disk_dir))
+    except OSError as exc:
+        raise StorageError(
+            f"disk tier: cannot create a directory in {where}: {exc.strerror or exc}; "
+            "set disk_dir to a writable directory or use storage 'cpu'/'gpu'"
+        ) from exc
+    free = shutil.disk_usage(root).free
+    if free < nbytes:
+        shutil.rmtree(root, ignore_errors=True)
+        raise StorageError(
+            f"disk tier: {where} has {free} bytes free but the boundary ring needs {nbytes}; "
+            "free space there, choose another disk_dir, a smaller storage_dtype, or storage 'cpu'"
+        )
+    return root
+
+
+class DiskRingStore(StagedRingStore):
+    """The ``disk`` tier.
+
+    Args:
+        nt, batch, cells, device, codec, transfer_interval: see
+            :class:`~fwi_cli.storage.staged.StagedRingStore`.
+        disk_dir: parent of the store's directory; None: the system temp directory.
+        pinned_memory: page-locked host buffers (CUDA only), so copies overlap compute.
+    """
+
+    def __init__(
+        self, nt, batch, cells, device, codec: Codec, transfer_interval: int,
+        disk_dir=None, pinned_memory: bool = True,
+    ) -> None:
+        super().__init__(nt, batch, cells, device, codec, transfer_interval)
+        self.pinned = bool(pinned_memory) and self._cuda
+        self._nbytes = nt * sum(self._step_nbytes)
+        self._res = res = _DiskResources(_make_root(disk_dir, self._nbytes))
+        self._finalizer = weakref.finalize(self, res.shutdown)  # GC and interpreter exit
+        self._pending: dict[int, tuple[Future, list]] = {}
+        self._reading = False
+        self._buffers: list[_HostBuffer] = []
+        try:
+            for i, step_nbytes in enumerate(self._step_nbytes):
+                path = res.root / f"part{i}.bin"
+                res.fds.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                res.paths.append(path)
+                os.ftruncate(res.fds[-1], nt * step_nbytes)
+        except OSError as exc:
+            self._fail(f"cannot create the boundary files in {res.root}", exc)
+        specs = codec.part_specs(batch, cells)
+        self._buffers = [
+            _HostBuffer(specs, self.k, self.pinned, self._cuda) for _ in range(N_HOST_BUFFERS)
+        ]
+        for buf in self._buffers:
+            res.free.put(buf)
+        res.writer = threading.Thread(target=res.write_loop, name="fwi-ring-writer", daemon=True)
+        res.writer.start()
+        res.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fwi-ring-reader")
+
+    @property
+    def directory(self) -> Path:
+        """The store's own directory (removed by :meth:`close`)."""
+        return self._res.root
+
+    def _fail(self, what: str, exc: BaseException | None):
+        """Close (deleting the files) and raise a StorageError about ``what``."""
+        root = self._res.root
+        self.close()
+        reason = ""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            reason = f": [{errno.errorcode.get(exc.errno, exc.errno)}] {exc.strerror}"
+        elif exc is not None:
+            reason = f": {exc}"
+        raise StorageError(
+            f"disk tier: {what} (directory {root}){reason}; free space there, set disk_dir to "
+            "a writable directory, or use storage 'cpu'/'gpu'"
+        ) from exc
+
+    def _check_errors(self) -> None:
+        err = self._res.error
+        if err is not None:
+            self._fail("writing the boundary ring failed", err)
+
+    def _items(self, j: int, steps: int) -> list[tuple[int, int, int]]:
+        """(part, file offset, bytes) of the first ``steps`` steps of block j."""
+        return [(i, j * self.k * s, steps * s) for i, s in enumerate(self._step_nbytes)]
+
+    # ---- forward ------------------------------------------------------------------
+
+    def _store_block(self, j: int, slot: _Slot, steps: int) -> None:
+        buf = self._res.take_buffer()
+        with self._on_side():
+            for hp, sp in zip(buf.typed, slot.parts, strict=True):
+                hp[:steps].copy_(sp[:steps], non_blocking=self.pinned)
+            self._record(buf.event, self._side)
+            self._record(slot.free, self._side)
+        self._res.write_q.put((self._items(j, steps), buf))
+
+    def _end_forward(self) -> None:
+        self._res.write_q.join()
+        self._check_errors()
+
+    # ---- backward -----------------------------------------------------------------
+
+    def _open_for_reading(self) -> None:
+        res = self._res
+        res.close_files()
+        try:
+            res.fds = [os.open(p, os.O_RDONLY) for p in res.paths]
+        except OSError as exc:
+            self._fail("a boundary file is missing (was the directory cleaned while the "
+                       "gradient ran?)", exc)
+        self._reading = True
+
+    def get(self, n0: int, t: int) -> torch.Tensor:
+        self._check_open()
+        if not self._forward_done:
+            self.finish_forward()
+        if not self._reading:
+            self._open_for_reading()
+        try:
+            return super().get(n0, t)
+        except OSError as exc:  # StorageError from a read, or an OS error
+            if isinstance(exc, StorageError) and self._closed:
+                raise
+            self._fail("reading the boundary ring failed", exc)
+
+    def _load_block(self, j: int, slot: _Slot, steps: int) -> None:
+        entry = self._pending.pop(j, None)
+        if entry is not None and entry[1] == self._items(j, steps):
+            buf = entry[0].result()
+        else:
+            if entry is not None:
+                self._release(entry[0])
+            buf = self._res.read_block(self._items(j, steps))
+        with self._on_side():
+            for hp, sp in zip(buf.typed, slot.parts, strict=True):
+                sp[:steps].copy_(hp[:steps], non_blocking=self.pinned)
+            self._record(buf.event, self._side)
+        self._res.free.put(buf)
+
+    def _release(self, fut: Future) -> None:
+        """Give back the buffer of a read nobody will use."""
+        try:
+            self._res.free.put(fut.result())
+        except Exception:
+            pass
+
+    def _prefetch(self, j: int, keep: int) -> None:
+        """Read blocks j, j-1, ... ahead on the reader thread; stage j if already read."""
+        for jj in [b for b in self._pending if b > keep]:  # passed by: never read now
+            self._release(self._pending.pop(jj)[0])
+        for jj in range(j, max(j - READ_AHEAD, -1), -1):
+            if jj in self._pending or any(s.block == jj for s in self._slots):
+                continue
+            if len(self._pending) >= N_HOST_BUFFERS - 1:
+                break
+            items = self._items(jj, min(self.block_len(jj), self._next_put - jj * self.k))
+            self._pending[jj] = (self._res.reader.submit(self._res.read_block, items), items)
+        entry = self._pending.get(j)
+        if entry is not None and entry[0].done():
+            self._acquire(j, keep=keep)
+
+    # ---- bookkeeping ----------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        super().close()
+        for fut, _ in self._pending.values():
+            fut.cancel()
+        self._pending = {}
+        self._finalizer()  # stop threads, delete files (once)
+        self._buffers = []
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @property
+    def host_nbytes(self) -> int:
+        return sum(b.nbytes for b in self._buffers)

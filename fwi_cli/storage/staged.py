@@ -1,0 +1,295 @@
+"""Staged tiers: the ring lives off the compute device and moves in blocks of K steps.
+
+The steps are cut into blocks of ``K = transfer_interval`` steps, block ``j`` holding steps
+``[jK, min((j+1)K, nt))``. Two *staging slots*, each holding the encoded parts of one block,
+live on the compute device (``device_nbytes`` = 2 K B row_bytes):
+
+* forward: ``put(n0, chunk)`` accepts any chunk length T; it encodes each piece of the chunk
+  that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream. When a
+  block is full it is copied out (device -> host) on a side CUDA stream, ordered by events:
+  the side stream waits for the encode ("ready" event), and the next encode into the same
+  slot waits for the copy ("free" event). So the copy of block j overlaps the compute of
+  block j+1. Puts must come in increasing, consecutive steps starting at 0.
+* backward: ``get(n0, t)`` accepts any range; it loads the blocks the range touches into the
+  slots (host -> device on the side stream, the compute stream waits for "ready"), decodes
+  them into a fresh (t, B, C) float32 tensor on the compute stream, and records "free" so
+  the next load into that slot waits for the decode. Before returning it starts loading the
+  block just below the range into the other slot, so that copy overlaps the caller's
+  compute of this range. Decreasing ranges are the fast path; any order is correct.
+
+On a CPU device there are no streams: the same code runs with synchronous copies, so the
+block logic is the one tested here. The tier itself (where a block goes) is a subclass:
+:class:`CpuRingStore` keeps the whole encoded ring in host memory, pinned when asked and the
+device is CUDA (without pinning the copies are synchronous and do not overlap compute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from fwi_cli.errors import FwiArgumentError, StorageError
+from fwi_cli.storage.base import RingStore
+from fwi_cli.storage.codecs import Codec
+
+
+class _Slot:
+    """One device staging buffer holding the encoded parts of one block."""
+
+    def __init__(self, parts: list[torch.Tensor], cuda: bool) -> None:
+        self.parts = parts  # each (K, B, ...)
+        self.block = -1  # which block the contents are (-1: none)
+        self.ready = torch.cuda.Event() if cuda else None  # contents usable by compute
+        self.free = torch.cuda.Event() if cuda else None  # contents may be overwritten
+
+
+class StagedRingStore(RingStore):
+    """Base class of the cpu and disk tiers (block bookkeeping and device staging).
+
+    Subclasses implement :meth:`_store_block` (slot -> tier), :meth:`_load_block`
+    (tier -> slot) and :meth:`_prefetch` (start moving a block that will be needed next).
+
+    Args:
+        nt, batch, cells, device: see :class:`RingStore`.
+        codec: how a step is encoded.
+        transfer_interval: K, steps per block moved between the device and the tier.
+    """
+
+    def __init__(self, nt, batch, cells, device, codec: Codec, transfer_interval: int) -> None:
+        super().__init__(nt, batch, cells, device)
+        k = transfer_interval
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise FwiArgumentError(
+                f"transfer_interval must be an integer >= 1 (steps per chunk), got {k!r}"
+            )
+        self.codec = codec
+        self.k = min(k, nt)
+        self.n_blocks = -(-nt // self.k)
+        self._cuda = self.device.type == "cuda"
+        self._side = torch.cuda.Stream(device=self.device) if self._cuda else None
+        self._slots = [
+            _Slot(codec.allocate(self.k, batch, cells, self.device), self._cuda) for _ in range(2)
+        ]
+        self._step_nbytes = [p[0].numel() * p.element_size() for p in self._slots[0].parts]
+        self._next_put = 0  # steps stored so far (puts are consecutive from 0)
+        self._filling: _Slot | None = None  # slot of the block being filled by puts
+        self._forward_done = False
+
+    # ---- helpers -------------------------------------------------------------------
+
+    def block_len(self, j: int) -> int:
+        """Steps in block j (K except perhaps the last)."""
+        return min(self.k, self.nt - j * self.k)
+
+    def _compute_stream(self):
+        return torch.cuda.current_stream(self.device) if self._cuda else None
+
+    def _on_side(self):
+        return torch.cuda.stream(self._side) if self._cuda else contextlib.nullcontext()
+
+    @staticmethod
+    def _record(event, stream) -> None:
+        if event is not None:
+            event.record(stream)
+
+    @staticmethod
+    def _wait(stream, event) -> None:
+        if event is not None:
+            stream.wait_event(event)
+
+    # ---- forward ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def put(self, n0: int, chunk: torch.Tensor) -> None:
+        t = self._check_put(n0, chunk)  # chunk: (T, B, C)
+        self._check_errors()
+        if self._forward_done:
+            raise FwiArgumentError("ring store put: finish_forward() was already called")
+        if n0 != self._next_put:
+            raise FwiArgumentError(
+                f"ring store put: the {type(self).__name__} takes consecutive steps from 0; "
+                f"expected n0={self._next_put}, got n0={n0}"
+            )
+        chunk = chunk.detach()
+        compute = self._compute_stream()
+        pos = 0
+        while pos < t:
+            n = n0 + pos
+            j, off = divmod(n, self.k)
+            nj = self.block_len(j)
+            take = min(t - pos, nj - off)
+            if off == 0:
+                slot = self._slots[j % 2]
+                self._wait(compute, slot.free)  # the previous copy out of this slot is done
+                slot.block = -1
+                self._filling = slot
+            slot = self._filling
+            self.codec.encode(chunk[pos:pos + take], [p[off:off + take] for p in slot.parts])
+            pos += take
+            self._next_put = n + take
+            if off + take == nj:
+                self._flush(j, nj)
+
+    def _flush(self, j: int, steps: int) -> None:
+        """Send the first ``steps`` steps of the filling slot (block j) to the tier."""
+        slot = self._filling
+        self._record(slot.ready, self._compute_stream())
+        self._wait(self._side, slot.ready)
+        self._store_block(j, slot, steps)
+        slot.block = j  # still valid on the device: the backward pass may start from it
+        self._filling = None
+
+    def finish_forward(self) -> None:
+        self._check_open()
+        if self._forward_done:
+            return
+        if self._filling is not None:  # the puts stopped inside a block
+            j = (self._next_put - 1) // self.k
+            self._flush(j, self._next_put - j * self.k)
+        self._forward_done = True
+        self._end_forward()
+
+    # ---- backward --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def get(self, n0: int, t: int) -> torch.Tensor:
+        self._check_open()
+        self._check_range(n0, t)
+        if not self._forward_done:
+            self.finish_forward()
+        self._check_errors()
+        if n0 + t > self._next_put:
+            raise FwiArgumentError(
+                f"ring store get: steps [{n0}, {n0 + t}) were not all stored "
+                f"(only steps [0, {self._next_put}) were put)"
+            )
+        out = torch.empty((t, self.batch, self.cells), dtype=torch.float32, device=self.device)
+        if t == 0:
+            return out
+        compute = self._compute_stream()
+        j_lo, j_hi = n0 // self.k, (n0 + t - 1) // self.k
+        for j in range(j_hi, j_lo - 1, -1):
+            a, b = max(n0, j * self.k), min(n0 + t, (j + 1) * self.k)
+            slot = self._acquire(j, keep=-1)
+            self._wait(compute, slot.ready)
+            off = j * self.k
+            self.codec.decode([p[a - off:b - off] for p in slot.parts], out=out[a - n0:b - n0])
+            self._record(slot.free, compute)
+        if j_lo > 0:
+            self._prefetch(j_lo - 1, keep=j_lo)
+        return out
+
+    def _acquire(self, j: int, keep: int) -> _Slot:
+        """A slot holding block j, loading it (asynchronously) if needed."""
+        for slot in self._slots:
+            if slot.block == j:
+                return slot
+        slot = self._victim(j, keep)
+        steps = min(self.block_len(j), self._next_put - j * self.k)
+        self._wait(self._side, slot.free)  # compute has finished reading the old contents
+        slot.block = -1
+        self._load_block(j, slot, steps)
+        self._record(slot.ready, self._side)
+        slot.block = j
+        return slot
+
+    def _victim(self, j: int, keep: int) -> _Slot:
+        """The slot to overwrite for block j, never the one holding ``keep``.
+
+        Backward reads go down in steps, so blocks above j are the least likely to be read
+        again (evict the highest first), then empty slots, then blocks below j (lowest
+        first: needed last).
+        """
+
+        def score(s: _Slot) -> int:
+            if s.block > j:
+                return 2 * self.n_blocks + s.block
+            if s.block < 0:
+                return self.n_blocks
+            return -s.block
+
+        return max((s for s in self._slots if s.block != keep), key=score)
+
+    # ---- tier hooks --------------------------------------------------------------------
+
+    def _store_block(self, j: int, slot: _Slot, steps: int) -> None:
+        """Copy ``steps`` steps of ``slot`` to block j of the tier (side stream, async)."""
+        raise NotImplementedError
+
+    def _load_block(self, j: int, slot: _Slot, steps: int) -> None:
+        """Copy ``steps`` steps of block j of the tier into ``slot`` (side stream, async)."""
+        raise NotImplementedError
+
+    def _prefetch(self, j: int, keep: int) -> None:
+        """Start moving block j towards the device (default: load it into a slot now)."""
+        self._acquire(j, keep=keep)
+
+    def _end_forward(self) -> None:
+        """Hook run once after the last block of the forward pass was handed to the tier."""
+
+    def _check_errors(self) -> None:
+        """Raise an error a background worker met (disk tier)."""
+
+    def close(self) -> None:
+        if self._cuda and not self._closed:
+            self._side.synchronize()  # no copy may still touch memory we release
+        super().close()
+        self._slots = []
+        self._filling = None
+
+    @property
+    def device_nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for s in self._slots for p in s.parts)
+
+
+class CpuRingStore(StagedRingStore):
+    """The ``cpu`` tier: the encoded ring in host memory (pinned when asked, CUDA only).
+
+    Args:
+        nt, batch, cells, device, codec, transfer_interval: see :class:`StagedRingStore`.
+        pinned_memory: page-locked host memory, so copies run asynchronously and overlap
+            compute (ignored unless the device is CUDA).
+    """
+
+    def __init__(self, nt, batch, cells, device, codec, transfer_interval, pinned_memory=True):
+        super().__init__(nt, batch, cells, device, codec, transfer_interval)
+        self.pinned = bool(pinned_memory) and self._cuda
+        try:
+            self._host = codec.allocate(nt, batch, cells, torch.device("cpu"), pin_memory=self.pinned)
+        except RuntimeError as exc:  # out of (pinnable) host memory
+            raise StorageError(
+                f"cpu tier: cannot allocate {nt * batch * codec.row_nbytes(cells)} bytes of "
+                f"{'pinned ' if self.pinned else ''}host memory for the boundary ring ({exc}); "
+                "use storage_dtype int8/fp16, pinned_memory false, or storage disk"
+            ) from exc
+        self._nbytes = sum(p.numel() * p.element_size() for p in self._host)
+
+    def _store_block(self, j, slot, steps):
+        a = j * self.k
+        with self._on_side():
+            for hp, sp in zip(self._host, slot.parts, strict=True):
+                hp[a:a + steps].copy_(sp[:steps], non_blocking=self.pinned)
+            self._record(slot.free, self._side)
+
+    def _load_block(self, j, slot, steps):
+        a = j * self.k
+        with self._on_side():
+            for hp, sp in zip(self._host, slot.parts, strict=True):
+                sp[:steps].copy_(hp[a:a + steps], non_blocking=self.pinned)
+
+    def _end_forward(self):
+        if self._cuda:  # host copies complete before anyone reads the host ring
+            self._side.synchronize()
+
+    def close(self):
+        super().close()
+        self._host = []
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @property
+    def host_nbytes(self) -> int:
+        return self._nbytes
