@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fwi_cli.propagator.grid import first_derivative_weights, second_derivative_weights
+from fwi_cli.propagator.grid import scaled_weights
 
 
 @dataclass
@@ -50,8 +50,7 @@ def make_coefficients(spatial_order: int, dh: float, ax, bx, az, bz, v2dt2: torc
         v2dt2: (nzp, nxp) tensor.
     """
     dev, dt_ = v2dt2.device, v2dt2.dtype
-    c2 = [float(torch.tensor(c / dh**2, dtype=torch.float32)) for c in second_derivative_weights(spatial_order)]
-    c1 = [float(torch.tensor(c / dh, dtype=torch.float32)) for c in first_derivative_weights(spatial_order)[1:]]
+    c2, c1 = scaled_weights(spatial_order, dh)
 
     def t(a, shape):
         return torch.as_tensor(a, device=dev).to(dt_).reshape(shape)

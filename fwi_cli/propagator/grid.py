@@ -69,6 +69,17 @@ def first_derivative_weights(spatial_order: int) -> list[float]:
     return [float(c) for c in _FIRST[spatial_order]]
 
 
+def scaled_weights(spatial_order: int, dh: float) -> tuple[list[float], list[float]]:
+    """Float32-rounded stencil weights used by every implementation.
+
+    Returns:
+        (c2, c1): c_0..c_N / dh^2 and d_1..d_N / dh, each value exactly a float32.
+    """
+    c2 = [float(np.float32(c / dh**2)) for c in second_derivative_weights(spatial_order)]
+    c1 = [float(np.float32(c / dh)) for c in first_derivative_weights(spatial_order)[1:]]
+    return c2, c1
+
+
 def cfl_limit(spatial_order: int, dh: float, vmax: float) -> float:
     """Largest stable dt (s) of the leapfrog scheme for the given order, spacing, vmax."""
     c = _SECOND[spatial_order]

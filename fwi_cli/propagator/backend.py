@@ -1,0 +1,151 @@
+"""Lazy loader of the compiled kernels (``kernels/*.cpp``, ``kernels/*.cu``).
+
+The extension is built on first use with ``torch.utils.cpp_extension.load`` (ninja, cached
+under ``TORCH_EXTENSIONS_DIR``, keyed by torch/CUDA version and a hash of the sources).
+Importing fwi never needs a compiler; asking for ``impl="c"`` without one raises
+:class:`~fwi_cli.errors.BackendUnavailableError` with the reason.
+
+``python -m fwi_cli.propagator.backend --cuda-check`` compiles the CUDA sources with nvcc
+(no GPU needed): the compile check CI runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from fwi_cli.errors import BackendUnavailableError
+
+_LOCK = threading.Lock()
+_LOADED: dict[str, object] = {}
+
+
+def kernel_dir() -> Path:
+    """Directory holding the C++/CUDA sources."""
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "kernels", here.parents[1] / "kernels"):
+        if (cand / "fwi_ops.cpp").exists():
+            return cand
+    raise BackendUnavailableError(
+        "compiled kernels not found (expected kernels/ next to the fwi_cli package); "
+        "install fwi from a source checkout (pip install -e .) or use impl='eager'"
+    )
+
+
+def _sources(with_cuda: bool) -> list[Path]:
+    d = kernel_dir()
+    src = [d / "fwi_ops.cpp", d / "fwi_cpu.cpp"]
+    if with_cuda:
+        src.append(d / "fwi_cuda.cu")
+    return src
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in sorted(paths) + sorted(kernel_dir().glob("*.h")):
+        h.update(p.read_bytes())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:10]
+
+
+def _cflags() -> list[str]:
+    flags = ["-O3", "-fopenmp", "-std=c++17"]
+    if os.environ.get("FWI_NATIVE", "1") == "1":
+        flags.append("-march=native")
+    return flags
+
+
+def load(device: torch.device | str = "cpu"):
+    """Build (once) and load the kernels for ``device``; returns ``torch.ops.fwi``.
+
+    Raises:
+        BackendUnavailableError: no C++ compiler / nvcc, or the build failed.
+    """
+    dev = torch.device(device)
+    with_cuda = dev.type == "cuda"
+    key = "cuda" if with_cuda else "cpu"
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        if "cuda" in _LOADED:  # the CUDA build holds the CPU kernels too
+            _LOADED[key] = _LOADED["cuda"]
+            return _LOADED[key]
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            raise BackendUnavailableError(
+                "impl='c' needs a C++ compiler to build its kernels, and none was found "
+                "(install g++ or set CXX), or use impl='eager'"
+            )
+        if with_cuda and not torch.cuda.is_available():
+            raise BackendUnavailableError("impl='c' on a CUDA device, but torch sees no CUDA device")
+        try:
+            from torch.utils import cpp_extension
+        except Exception as exc:  # pragma: no cover - torch without cpp_extension
+            raise BackendUnavailableError(f"torch.utils.cpp_extension unavailable: {exc}") from exc
+        sources = _sources(with_cuda)
+        name = f"fwi_kernels_{key}_{_digest(sources)}"
+        kwargs = dict(
+            name=name,
+            sources=[str(s) for s in sources],
+            extra_cflags=_cflags() + (["-DFWI_WITH_CUDA"] if with_cuda else []),
+            extra_ldflags=["-fopenmp"],
+            extra_include_paths=[str(kernel_dir())],
+            is_python_module=False,
+            verbose=os.environ.get("FWI_BUILD_VERBOSE") == "1",
+        )
+        if with_cuda:
+            kwargs["extra_cuda_cflags"] = ["-O3", "-DFWI_WITH_CUDA", "-lineinfo", "-std=c++17"]
+        try:
+            cpp_extension.load(**kwargs)
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"building the compiled kernels failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); "
+                "set FWI_BUILD_VERBOSE=1 for the compiler log, or use impl='eager'"
+            ) from exc
+        _LOADED[key] = torch.ops.fwi
+        return _LOADED[key]
+
+
+def cuda_compile_check(out_dir: str | None = None) -> Path:
+    """Compile ``fwi_cuda.cu`` to an object file with nvcc (no GPU needed).
+
+    Returns:
+        Path of the object file. Raises BackendUnavailableError when nvcc is missing or fails.
+    """
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise BackendUnavailableError("nvcc not found: cannot compile-check the CUDA sources")
+    from torch.utils import cpp_extension
+
+    d = kernel_dir()
+    out = Path(out_dir or os.environ.get("TMPDIR", "/tmp")) / "fwi_cuda_check.o"
+    inc = cpp_extension.include_paths() + [str(d), sysconfig_include()]
+    cmd = [nvcc, "-c", str(d / "fwi_cuda.cu"), "-o", str(out), "-std=c++17", "-O1",
+           "-DFWI_WITH_CUDA", "-D_GLIBCXX_USE_CXX11_ABI=" + str(int(torch._C._GLIBCXX_USE_CXX11_ABI)),
+           "-gencode=arch=compute_90,code=sm_90", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr"]
+    cuda_home = os.environ.get("CUDA_HOME") or str(Path(nvcc).resolve().parents[1])
+    cmd += [f"-I{p}" for p in inc] + [f"-I{cuda_home}/include"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BackendUnavailableError("nvcc failed on fwi_cuda.cu:\n" + proc.stderr[-4000:])
+    return out
+
+
+def sysconfig_include() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["include"]
+
+
+if __name__ == "__main__":  # pragma: no cover - CLI helper
+    if "--cuda-check" in sys.argv:
+        print(f"compiled {cuda_compile_check()}")
+    else:
+        load("cuda" if torch.cuda.is_available() else "cpu")
+        print("kernels loaded")

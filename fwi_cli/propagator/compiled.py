@@ -1,0 +1,224 @@
+"""``impl="c"``: the compiled kernels, their hand-written adjoint, and autograd.
+
+Forward (``fwi::forward_steps``, in chunks of steps): the wavefield advances on the storage
+grid (padded grid plus a zero halo of N cells, so stencils never test bounds), the record is
+sampled every step, and what the gradient needs is kept:
+
+* strategy "boundary": ring(u^n) every step, into a :class:`~fwi_cli.storage.base.RingStore`
+  (tier and dtype from :class:`BoundaryOptions`), plus the final two interior frames in fp32;
+* strategy "full": the interior L^n of every step (area x nt).
+
+Backward (``fwi::backward_steps``, chunks in reverse): the exact transpose of the forward
+runs through the whole padded grid, while (boundary strategy) the interior is rebuilt in
+reverse time, u^{n-1} = 2u^n + V L^n + V f^n delta_src - u^{n+1}, from the seed frames and
+the ring; dJ/dV = sum_n lam^{n+1} (L^n + f^n delta_src) on interior cells, V = (v dt)^2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fwi_cli.propagator import backend
+from fwi_cli.propagator.grid import scaled_weights
+
+GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
+
+
+class _Problem:
+    """Device tensors and sizes shared by the forward and backward of one call."""
+
+    def __init__(self, prop, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
+                 rec_flat: torch.Tensor, cpml) -> None:
+        g = prop.geometry
+        self.n = g.n_half
+        self.g = g
+        self.nt = prop.nt
+        self.dev = v2dt2.device
+        n = self.n
+        self.c2, self.c1 = scaled_weights(prop.spatial_order, prop.dh)
+        self.c1 = [0.0] + self.c1
+        ax, bx, az, bz = (np.pad(np.asarray(a, np.float32), n) for a in cpml)
+        self.ax, self.bx, self.az, self.bz = (torch.from_numpy(a).to(self.dev) for a in (ax, bx, az, bz))
+        self.w = w.to(torch.float32).contiguous()  # (B, nt)
+        self.src = src_flat[:, 0].contiguous()  # (B,)
+        self.rec = rec_flat.contiguous()  # (B, R)
+        self.batch = int(w.shape[0])
+        self.nzs, self.nxs = g.nzp + 2 * n, g.nxp + 2 * n
+        self.pml = g.pml
+
+    def zeros_state(self) -> torch.Tensor:
+        return torch.zeros(self.batch, self.nzs, self.nxs, device=self.dev, dtype=torch.float32)
+
+    def chunk_steps(self, memory) -> int:
+        if memory.strategy == "boundary" and memory.boundary.storage != "gpu":
+            return int(memory.boundary.transfer_interval)
+        return GPU_CHUNK
+
+    def interior(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, nz, nx) interior view of a (B, nzs, nxs) storage-grid field."""
+        o = self.pml + self.n
+        return f[:, o:o + self.g.nz, o:o + self.g.nx]
+
+
+def _empty(dev) -> torch.Tensor:
+    return torch.empty(0, device=dev, dtype=torch.float32)
+
+
+def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=None, chunk: int = GPU_CHUNK):
+    """Run the forward pass.
+
+    Args:
+        lib: ``torch.ops.fwi``.
+        pb: the problem.
+        v2s: (nzs, nxs) (v dt)^2 on the storage grid (zero halo).
+        strategy: None (no gradient), "boundary" or "full".
+        store: the ring store (boundary strategy).
+        chunk: steps per kernel call.
+
+    Returns:
+        (record (B, nt, R), saved) where saved is the seed frames (boundary), the
+        (nt, B, nz, nx) interior L (full) or None.
+    """
+    u, up = pb.zeros_state(), pb.zeros_state()
+    psix, psiz, zx, zz = (pb.zeros_state() for _ in range(4))
+    record = torch.empty(pb.batch, pb.nt, pb.rec.shape[1], device=pb.dev, dtype=torch.float32)
+    ring = _empty(pb.dev)
+    lap_all = _empty(pb.dev)
+    if strategy == "boundary":
+        ring = torch.empty(chunk, pb.batch, pb.g.ring_cells, device=pb.dev, dtype=torch.float32)
+    elif strategy == "full":
+        lap_all = torch.empty(pb.nt, pb.batch, pb.g.nz, pb.g.nx, device=pb.dev, dtype=torch.float32)
+    for n0 in range(0, pb.nt, chunk):
+        t = min(chunk, pb.nt - n0)
+        lap = lap_all[n0:n0 + t] if strategy == "full" else lap_all
+        lib.forward_steps(v2s, pb.ax, pb.bx, pb.az, pb.bz, pb.w, pb.src, pb.rec, u, up, psix, psiz,
+                          zx, zz, record, ring, lap, n0, t, pb.pml, pb.c2, pb.c1)
+        if t % 2:
+            u, up = up, u
+        if strategy == "boundary":
+            store.put(n0, ring[:t])
+    if strategy == "boundary":
+        store.finish_forward()
+        frames = (pb.interior(u).contiguous(), pb.interior(up).contiguous())  # u^nt, u^{nt-1}
+        return record, frames
+    if strategy == "full":
+        return record, lap_all
+    return record, None
+
+
+def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, strategy: str, saved,
+             store=None, chunk: int = GPU_CHUNK) -> torch.Tensor:
+    """Run the adjoint; returns dJ/dV (nzs, nxs) (zero outside the interior).
+
+    Args:
+        grad_record: (B, nt, R) dJ/drecord.
+        saved: the seed frames (boundary) or the interior L history (full).
+    """
+    n, nz, nx = pb.n, pb.g.nz, pb.g.nx
+    lam, lp = pb.zeros_state(), pb.zeros_state()
+    px, pz, zx, zz = (pb.zeros_state() for _ in range(4))
+    grad = torch.zeros(pb.batch, nz, nx, device=pb.dev, dtype=torch.float32)
+    gr = grad_record.to(torch.float32).contiguous()
+    empty = _empty(pb.dev)
+    if strategy == "boundary":
+        ua = torch.zeros(pb.batch, nz + 2 * n, nx + 2 * n, device=pb.dev, dtype=torch.float32)
+        ub = torch.zeros_like(ua)
+        ua[:, n:n + nz, n:n + nx] = saved[0]
+        ub[:, n:n + nz, n:n + nx] = saved[1]
+    else:
+        ua = ub = empty
+    starts = list(range(0, pb.nt, chunk))
+    for n0 in reversed(starts):
+        t = min(chunk, pb.nt - n0)
+        if strategy == "boundary":
+            ring, lap = store.get(n0, t).contiguous(), empty
+        else:
+            ring, lap = empty, saved[n0:n0 + t]
+        lib.backward_steps(v2s, pb.ax, pb.bx, pb.az, pb.bz, pb.w, pb.src, pb.rec, gr, lam, lp, px, pz,
+                           zx, zz, grad, ua, ub, ring, lap, n0, t, pb.pml, strategy == "boundary",
+                           pb.c2, pb.c1)
+        if t % 2:
+            lam, lp = lp, lam
+            ua, ub = ub, ua
+    out = torch.zeros(pb.nzs, pb.nxs, device=pb.dev, dtype=torch.float32)
+    o = pb.pml + n
+    out[o:o + nz, o:o + nx] = grad.sum(0)
+    return out
+
+
+class _CompiledFunction(torch.autograd.Function):
+    """Autograd node of the compiled propagator: v2s (nzs, nxs) -> record (B, nt, R)."""
+
+    @staticmethod
+    def forward(ctx, v2s, prop, pb):  # noqa: D401 - autograd signature
+        lib = backend.load(pb.dev)
+        strategy = prop.memory.strategy
+        chunk = pb.chunk_steps(prop.memory)
+        store = None
+        if strategy == "boundary":
+            from fwi_cli.storage import make_ring_store
+
+            store = make_ring_store(pb.nt, pb.batch, pb.g.ring_cells, pb.dev, prop.memory.boundary)
+        try:
+            record, saved = forward(lib, pb, v2s, strategy, store, chunk)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        ctx.lib, ctx.pb, ctx.strategy, ctx.saved, ctx.store, ctx.chunk = lib, pb, strategy, saved, store, chunk
+        ctx.save_for_backward(v2s)
+        _report(prop, pb, strategy, store, saved)
+        return record
+
+    @staticmethod
+    def backward(ctx, grad_record):
+        (v2s,) = ctx.saved_tensors
+        try:
+            g = backward(ctx.lib, ctx.pb, v2s, grad_record, ctx.strategy, ctx.saved, ctx.store, ctx.chunk)
+        finally:
+            if ctx.store is not None:
+                ctx.store.close()
+            ctx.saved = None
+        return g, None, None
+
+
+def _report(prop, pb: _Problem, strategy: str, store, saved) -> None:
+    from fwi_cli.propagator.api import MemoryReport
+
+    rep = MemoryReport(strategy=strategy)
+    if strategy == "boundary":
+        rep.storage = prop.memory.boundary.storage
+        rep.storage_dtype = prop.memory.boundary.storage_dtype
+        rep.ring_bytes = int(store.nbytes)
+        rep.device_ring_bytes = int(store.device_nbytes)
+        rep.frame_bytes = sum(f.element_size() * f.nelement() for f in saved)
+    elif strategy == "full":
+        rep.snapshot_bytes = saved.element_size() * saved.nelement()
+    prop.last_memory = rep
+
+
+def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
+        rec_flat: torch.Tensor, cpml, needs_grad: bool) -> torch.Tensor:
+    """Run ``impl="c"``; returns the (B, nt, R) record, differentiable in ``v2dt2`` when asked.
+
+    Args:
+        v2dt2: (nzp, nxp) (v dt)^2 on the padded grid.
+        w: (B, nt) wavelet; src_flat (B, 1), rec_flat (B, R) flat padded indices.
+        cpml: (ax, bx, az, bz) 1D numpy CPML coefficients.
+    """
+    if v2dt2.dtype != torch.float32:
+        raise ValueError("impl='c' computes in float32: pass a float32 velocity model")
+    pb = _Problem(prop, v2dt2, w, src_flat, rec_flat, cpml)
+    n = pb.n
+    v2s = F.pad(v2dt2, (n, n, n, n))
+    if not needs_grad:
+        from fwi_cli.propagator.api import MemoryReport
+
+        lib = backend.load(pb.dev)
+        with torch.no_grad():
+            record, _ = forward(lib, pb, v2s.detach().contiguous(), None)
+        prop.last_memory = MemoryReport(strategy="none")
+        return record
+    return _CompiledFunction.apply(v2s.contiguous(), prop, pb)

@@ -1,0 +1,94 @@
+// Shared stencil and CPML math of the compiled propagator (host and device).
+//
+// The operator is documented in fwi_cli/propagator/grid.py. Per shot, on the padded grid
+// (nzp, nxp) with zero outside it, for step n:
+//
+//   psi_x  = b_x psi_x + a_x Dx u                 (x-PML columns only; same in z)
+//   Ax     = Dxx u + mx Dx psi_x
+//   zeta_x = b_x zeta_x + a_x Ax                  (x-PML columns only)
+//   L      = Ax + Az + zeta_x + zeta_z
+//   u_next = 2 u - u_prev + V L,  u_next[src] += V[src] f^n,  record[n] = u_next[rec]
+//
+// with V = (v dt)^2. The hand-written adjoint is the exact transpose of that linear map
+// (Dxx^T = Dxx, Dx^T = -Dx). With lam = adjoint of u^{n+1}, g = V lam and the running
+// CPML adjoints zbar_x (of zeta) and pbar_x (of psi), both already multiplied by b_x:
+//
+//   Abar_x = g + a_x (zbar_x + g)                  (= g in the interior)
+//   pbar_x <- pbar_x - Dx(mx Abar_x)               (pass 1, PML cells)
+//   lam_prev <- 2 lam - lam_prev + Dxx Abar_x + Dzz Abar_z - Dx(a_x pbar_x) - Dz(a_z pbar_z)
+//   zbar_x <- b_x (zbar_x + g),  pbar_x <- b_x pbar_x   (pass 3, PML cells)
+//
+// and dJ/dV += lam * (L + f^n delta_src) on interior cells.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FWI_HD __host__ __device__ __forceinline__
+#else
+#define FWI_HD inline
+#endif
+
+namespace fwi {
+
+constexpr int kMaxHalf = 4;  // spatial order 8
+
+// Finite-difference weights already divided by dh^2 (c2) and dh (c1, index 0 unused).
+struct Weights {
+  float c2[kMaxHalf + 1];
+  float c1[kMaxHalf + 1];
+};
+
+// Geometry of one problem: interior (nz, nx), PML width p, padded (nzp, nxp), batch b.
+struct Dims {
+  int64_t b, nz, nx, p, nzp, nxp;
+  FWI_HD int64_t plane() const { return nzp * nxp; }
+};
+
+// Second derivative along a line with stride s: c0 f + sum_k ck (f[+k s] + f[-k s]).
+// Neighbours outside the grid are zero: lo/hi are how many points exist below/above.
+template <int N>
+FWI_HD float d2(const float* f, int64_t s, const Weights& w, int64_t lo, int64_t hi) {
+  float acc = w.c2[0] * f[0];
+#pragma unroll
+  for (int k = 1; k <= N; ++k) {
+    const float a = (k <= hi) ? f[k * s] : 0.f;
+    const float c = (k <= lo) ? f[-k * s] : 0.f;
+    acc += w.c2[k] * (a + c);
+  }
+  return acc;
+}
+
+// First derivative along a line: sum_k ck (f[+k s] - f[-k s]).
+template <int N>
+FWI_HD float d1(const float* f, int64_t s, const Weights& w, int64_t lo, int64_t hi) {
+  float acc = 0.f;
+#pragma unroll
+  for (int k = 1; k <= N; ++k) {
+    const float a = (k <= hi) ? f[k * s] : 0.f;
+    const float c = (k <= lo) ? f[-k * s] : 0.f;
+    acc += w.c1[k] * (a - c);
+  }
+  return acc;
+}
+
+// Adjoint CPML quantity Abar at one cell (see header comment); a is the axis coefficient.
+FWI_HD float abar(float g, float a, float zbar) { return g + a * (zbar + g); }
+
+// Map ring position q (0 <= q < 2N(nz+nx)) to (row, col) in a frame whose interior starts
+// at (off, off): top strip, bottom strip (N x nx each), left, right strip (nz x N each).
+FWI_HD void ring_cell(int64_t q, int64_t n, int64_t nz, int64_t nx, int64_t off,
+                      int64_t* row, int64_t* col) {
+  const int64_t tb = n * nx, lr = nz * n;
+  if (q < tb) {
+    *row = off - n + q / nx; *col = off + q % nx;
+  } else if (q < 2 * tb) {
+    q -= tb; *row = off + nz + q / nx; *col = off + q % nx;
+  } else if (q < 2 * tb + lr) {
+    q -= 2 * tb; *row = off + q / n; *col = off - n + q % n;
+  } else {
+    q -= 2 * tb + lr; *row = off + q / n; *col = off + nx + q % n;
+  }
+}
+
+}  // namespace fwi

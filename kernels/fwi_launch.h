@@ -1,0 +1,154 @@
+// Launch arguments shared by the CPU and CUDA implementations, and the op wrappers that
+// build them from tensors (same signatures on both devices).
+#pragma once
+
+#include <torch/extension.h>
+
+#include "fwi_common.h"
+
+namespace fwi {
+
+// Flat index on the padded grid -> flat index on the storage grid (padded + N halo).
+FWI_HD int64_t storage_index(int64_t padded_flat, int64_t nxp, int64_t nxs, int64_t n) {
+  return (padded_flat / nxp + n) * nxs + (padded_flat % nxp + n);
+}
+
+struct StepArgs {
+  Dims d;
+  int n_half;
+  int64_t nt, nrec, n0, nsteps;
+  Weights w;
+  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet;
+  const int64_t *src, *rec;
+  float *u, *uprev, *psix, *psiz, *zx, *zz, *record;
+  float* ring;  // (T, B, C) or nullptr
+  float* lap;   // (T, B, nz, nx) or nullptr
+};
+
+struct AdjArgs {
+  Dims d;
+  int n_half;
+  int64_t nt, nrec, n0, nsteps;
+  bool boundary;
+  Weights w;
+  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet, *grad_record;
+  const int64_t *src, *rec;
+  float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;
+  float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
+  const float* ring;  // (T, B, C) boundary strategy
+  const float* lap;   // (T, B, nz, nx) full strategy
+};
+
+void forward_cpu(const StepArgs& a);
+void backward_cpu(const AdjArgs& a);
+#ifdef FWI_WITH_CUDA
+void forward_cuda(const StepArgs& a);
+void backward_cuda(const AdjArgs& a);
+#endif
+
+inline Weights make_weights(c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+  TORCH_CHECK(c2.size() == c1.size() && c2.size() >= 2 && c2.size() <= kMaxHalf + 1,
+              "fwi: weight lists must have N+1 entries");
+  Weights w{};
+  for (size_t k = 0; k < c2.size(); ++k) {
+    w.c2[k] = static_cast<float>(c2[k]);
+    w.c1[k] = static_cast<float>(c1[k]);
+  }
+  return w;
+}
+
+inline float* opt_ptr(const at::Tensor& t) { return t.numel() ? t.data_ptr<float>() : nullptr; }
+
+inline void check_f32(const at::Tensor& t, const char* name, const at::Device& dev) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "fwi: ", name, " must be float32");
+  TORCH_CHECK(t.numel() == 0 || t.is_contiguous(), "fwi: ", name, " must be contiguous");
+  TORCH_CHECK(t.numel() == 0 || t.device() == dev, "fwi: ", name, " is on the wrong device");
+}
+
+// Shapes: v2dt2 (nzs, nxs); ax, bx (nxs); az, bz (nzs); wavelet (B, nt); src (B) and
+// rec (B, R) flat padded indices; u.. (B, nzs, nxs); record (B, nt, R).
+inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx,
+                               const at::Tensor& az, const at::Tensor& bz, const at::Tensor& wavelet,
+                               const at::Tensor& src, const at::Tensor& rec, const at::Tensor& u,
+                               const at::Tensor& uprev, const at::Tensor& psix, const at::Tensor& psiz,
+                               const at::Tensor& zx, const at::Tensor& zz, const at::Tensor& record,
+                               const at::Tensor& ring, const at::Tensor& lap, int64_t n0, int64_t nsteps,
+                               int64_t pml, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+  const auto dev = v2dt2.device();
+  for (auto* pr : {&v2dt2, &ax, &bx, &az, &bz, &wavelet, &u, &uprev, &psix, &psiz, &zx, &zz, &record, &ring, &lap})
+    check_f32(*pr, "state tensor", dev);
+  TORCH_CHECK(src.scalar_type() == at::kLong && rec.scalar_type() == at::kLong, "fwi: indices must be int64");
+  StepArgs a{};
+  const int64_t n = static_cast<int64_t>(c2.size()) - 1;
+  a.n_half = static_cast<int>(n);
+  a.d.b = u.size(0);
+  a.d.p = pml;
+  a.d.nzp = u.size(1) - 2 * n;
+  a.d.nxp = u.size(2) - 2 * n;
+  a.d.nz = a.d.nzp - 2 * pml;
+  a.d.nx = a.d.nxp - 2 * pml;
+  a.nt = wavelet.size(1);
+  a.nrec = rec.size(1);
+  a.n0 = n0;
+  a.nsteps = nsteps;
+  TORCH_CHECK(n0 >= 0 && n0 + nsteps <= a.nt, "fwi: steps out of range");
+  TORCH_CHECK(ring.numel() == 0 || ring.size(0) >= nsteps, "fwi: ring chunk too short");
+  TORCH_CHECK(lap.numel() == 0 || lap.size(0) >= nsteps, "fwi: lap chunk too short");
+  a.w = make_weights(c2, c1);
+  a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
+  a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
+  a.src = src.data_ptr<int64_t>(); a.rec = rec.data_ptr<int64_t>();
+  a.u = u.data_ptr<float>(); a.uprev = uprev.data_ptr<float>();
+  a.psix = psix.data_ptr<float>(); a.psiz = psiz.data_ptr<float>();
+  a.zx = zx.data_ptr<float>(); a.zz = zz.data_ptr<float>(); a.record = record.data_ptr<float>();
+  a.ring = opt_ptr(ring); a.lap = opt_ptr(lap);
+  return a;
+}
+
+inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx,
+                             const at::Tensor& az, const at::Tensor& bz, const at::Tensor& wavelet,
+                             const at::Tensor& src, const at::Tensor& rec, const at::Tensor& grad_record,
+                             const at::Tensor& lam, const at::Tensor& lamprev, const at::Tensor& px,
+                             const at::Tensor& pz, const at::Tensor& zx, const at::Tensor& zz,
+                             const at::Tensor& grad, const at::Tensor& ua, const at::Tensor& ub,
+                             const at::Tensor& ring, const at::Tensor& lap, int64_t n0, int64_t nsteps,
+                             int64_t pml, bool boundary, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+  const auto dev = v2dt2.device();
+  for (auto* pr : {&v2dt2, &ax, &bx, &az, &bz, &wavelet, &grad_record, &lam, &lamprev, &px, &pz, &zx, &zz, &grad,
+                   &ua, &ub, &ring, &lap})
+    check_f32(*pr, "adjoint tensor", dev);
+  AdjArgs a{};
+  const int64_t n = static_cast<int64_t>(c2.size()) - 1;
+  a.n_half = static_cast<int>(n);
+  a.d.b = lam.size(0);
+  a.d.p = pml;
+  a.d.nzp = lam.size(1) - 2 * n;
+  a.d.nxp = lam.size(2) - 2 * n;
+  a.d.nz = a.d.nzp - 2 * pml;
+  a.d.nx = a.d.nxp - 2 * pml;
+  a.nt = wavelet.size(1);
+  a.nrec = rec.size(1);
+  a.n0 = n0;
+  a.nsteps = nsteps;
+  a.boundary = boundary;
+  TORCH_CHECK(n0 >= 0 && n0 + nsteps <= a.nt, "fwi: steps out of range");
+  if (boundary) {
+    TORCH_CHECK(ring.numel() > 0 && ring.size(0) >= nsteps, "fwi: ring chunk missing or too short");
+    TORCH_CHECK(ua.numel() == a.d.b * (a.d.nz + 2 * n) * (a.d.nx + 2 * n), "fwi: bad reconstruction frame");
+  } else {
+    TORCH_CHECK(lap.numel() > 0 && lap.size(0) >= nsteps, "fwi: saved laplacian chunk missing");
+  }
+  a.w = make_weights(c2, c1);
+  a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
+  a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
+  a.grad_record = grad_record.data_ptr<float>();
+  a.src = src.data_ptr<int64_t>(); a.rec = rec.data_ptr<int64_t>();
+  a.lam = lam.data_ptr<float>(); a.lamprev = lamprev.data_ptr<float>();
+  a.px = px.data_ptr<float>(); a.pz = pz.data_ptr<float>(); a.zx = zx.data_ptr<float>(); a.zz = zz.data_ptr<float>();
+  a.grad = grad.data_ptr<float>();
+  a.ua = opt_ptr(ua); a.ub = opt_ptr(ub);
+  a.ring = opt_ptr(ring); a.lap = opt_ptr(lap);
+  return a;
+}
+
+}  // namespace fwi
