@@ -134,13 +134,14 @@ def test_pml_matches_unbounded_domain(eager_propagator, ricker_wavelet):
     assert bool((err < 0.01).all()), f"max |small - large| / direct peak per receiver: {err.tolist()}"
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-6)], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("order", [4, 8])
-def test_reciprocity_heterogeneous(order, marmousi_crop, eager_propagator, ricker_wavelet, rel_l2):
+def test_reciprocity_heterogeneous(order, dtype, tol, marmousi_crop, eager_propagator, ricker_wavelet, rel_l2):
     """Swapping source and receiver in a Marmousi crop leaves the trace unchanged.
 
-    With M = diag(1/v^2) the scheme is M u_tt = L u + f delta_s with L symmetric, so its
-    Green's function is symmetric; float32 gives about 2e-6 (float64: 1e-7, the CPML's
-    discrete non-reciprocity).
+    With M = diag(1/v^2) the interior scheme is M u_tt = L u + f delta_s with L symmetric,
+    so its Green's function is symmetric. Measured: float32 ~3e-6 (rounding), float64
+    1.4e-7 (order 4) / 3.7e-7 (order 8), the discrete CPML not being exactly reciprocal.
     """
     vp, _ = marmousi_crop(40, 60, 2)
     nt, freq = 500, 8.0
@@ -148,10 +149,11 @@ def test_reciprocity_heterogeneous(order, marmousi_crop, eager_propagator, ricke
     a, b = [5, 8], [50, 30]  # [x, z], one in the water, one in the sediments
     w = ricker_wavelet(nt, DT, freq, DELAY)
     with torch.no_grad():
-        d = solver(w, np.array([a, b]), np.array([[b], [a]]), models=[torch.from_numpy(vp)])
+        d = solver(w, np.array([a, b]), np.array([[b], [a]]), models=[torch.from_numpy(vp).to(dtype)])
     d = d[:, :, 0, 0]  # (2, nt)
+    assert float(d.abs().max()) > 0
     err = rel_l2(d[1], d[0])
-    assert err < 1e-5, f"reciprocity rel L2 {err:.3e}"
+    assert err < tol, f"reciprocity rel L2 {err:.3e}"
 
 
 def _small_marmousi_case(marmousi_crop, small_acquisition, eager_propagator, pml_freq):
