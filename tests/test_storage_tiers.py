@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fwi_cli.errors import FwiArgumentError, StorageError
 from fwi_cli.propagator.options import BoundaryOptions
@@ -415,3 +417,34 @@ def test_store_cuda_on_side_stream_with_busy_compute(tier, tmp_path):
             work = work @ work / 2048
         for n, g in got:
             assert torch.equal(g, ref.get(n, 3)), n
+
+
+# ---- random chunkings --------------------------------------------------------------------
+
+
+def _partition(total: int, cuts: list[int]) -> list[int]:
+    """Split ``total`` into positive sizes at the (deduplicated) cut points."""
+    points = sorted({c for c in cuts if 0 < c < total})
+    bounds = [0, *points, total]
+    return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    nt=st.integers(1, 40),
+    interval=st.integers(1, 12),
+    put_cuts=st.lists(st.integers(1, 39), max_size=8),
+    get_cuts=st.lists(st.integers(1, 39), max_size=8),
+    tier=st.sampled_from(["cpu", "disk"]),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_store_any_chunking_matches_gpu_tier(nt, interval, put_cuts, get_cuts, tier, dtype, tmp_path):
+    x = _ring(nt, nt=nt)
+    opts = _options(tier, dtype, transfer_interval=interval, disk_dir=tmp_path)
+    with make_ring_store(nt, B, C, "cpu", opts) as s, \
+            make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref:
+        _fill(s, x, _partition(nt, put_cuts))
+        _fill(ref, x, [nt])
+        for n0, t, got in _read_back(s, _partition(nt, get_cuts)):
+            assert torch.equal(got, ref.get(n0, t)), (n0, t)
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 
 import torch
+import torch.nn.functional as F
 
 from fwi_cli.errors import FwiArgumentError
 
@@ -156,24 +157,19 @@ class Int8Codec(Codec):
         return [(torch.int8, (batch, cells)), (torch.float32, (batch, self.n_blocks(cells)))]
 
     def encode(self, x, out):
-        codes, scales = out
+        codes, scales = out  # (T, B, C) int8, (T, B, nblk) float32
         t, b, c = x.shape
-        nfull = c // self.block
-        cut = nfull * self.block
-        if nfull:
-            xb = x[..., :cut].view(t, b, nfull, self.block)
-            self._encode_blocks(xb, codes[..., :cut].view(t, b, nfull, self.block), scales[..., :nfull])
-        if cut < c:
-            self._encode_blocks(x[..., None, cut:], codes[..., None, cut:], scales[..., nfull:])
-
-    @staticmethod
-    def _encode_blocks(xb: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> None:
-        """xb, codes: (T, B, K, L) with one scale per (T, B, K) block; scales: (T, B, K)."""
-        s = xb.abs().amax(dim=-1).div_(127.0)  # (T, B, K)
-        scales.copy_(s)
-        safe = torch.where(s > 0, s, torch.ones((), dtype=s.dtype, device=s.device))
+        nblk = scales.shape[-1]
+        if nblk == 0:
+            return
+        width = nblk * self.block
+        xp = x if width == c else F.pad(x, (0, width - c))  # zero-pad the last block
+        xb = xp.view(t, b, nblk, self.block)
+        absmax = torch.linalg.vector_norm(xb, ord=float("inf"), dim=-1)  # (T, B, nblk)
+        torch.div(absmax, 127.0, out=scales)
+        safe = torch.where(scales > 0, scales, 1.0)  # all-zero block: codes 0 whatever
         q = torch.div(xb, safe.unsqueeze(-1)).round_().clamp_(-127.0, 127.0)
-        codes.copy_(q)
+        codes.copy_(q.view(t, b, width)[..., :c])
 
     def decode(self, parts, out=None):
         codes, scales = parts
