@@ -6,6 +6,22 @@ decreasing order; every value comes back as float32 on the compute device.
 
 Use :func:`make_ring_store` to build the store an options object asks for, and
 :func:`ring_nbytes` for the size of a stored ring without building one.
+
+Tiers (``BoundaryOptions.storage``):
+
+* ``gpu`` (:class:`GpuRingStore`): the encoded ring for all nt steps in compute-device
+  memory; any put/get order; ``get`` with fp32 returns a view (read-only).
+* ``cpu`` (:class:`CpuRingStore`) and ``disk`` (:class:`DiskRingStore`): the ring moves in
+  blocks of ``transfer_interval`` steps through two device staging slots (see
+  :mod:`fwi_cli.storage.staged`). ``put`` takes chunks of any length T and buffers them
+  into blocks, so callers choose chunk sizes freely; puts must be consecutive from step
+  0. ``get`` takes any range; decreasing ranges are overlapped with compute by prefetch.
+
+Byte accounting of every store: ``nbytes`` (the stored ring, codes plus scales, in its
+tier; equals :func:`ring_nbytes`), ``device_nbytes`` (compute-device memory: all of it for
+gpu, the two staging blocks for cpu/disk), ``host_nbytes`` (host memory: the cpu tier's
+ring, the disk tier's I/O buffers). Stores are context managers; always ``close()`` them
+(the disk tier also cleans up when garbage-collected and at interpreter exit).
 """
 
 from __future__ import annotations

@@ -159,11 +159,16 @@ class _DiskResources:
     def shutdown(self) -> None:
         """Stop the threads, close and delete the files and the directory (idempotent)."""
         self.stopping = True
+        here = threading.current_thread()
         if self.writer is not None and self.writer.is_alive():
             self.write_q.put(None)
-            self.writer.join(timeout=60)
+            if self.writer is not here:  # (a finalizer may run on any thread)
+                self.writer.join(timeout=60)
         if self.reader is not None:
-            self.reader.shutdown(wait=True, cancel_futures=True)
+            try:
+                self.reader.shutdown(wait=True, cancel_futures=True)
+            except RuntimeError:  # called from the reader thread itself
+                self.reader.shutdown(wait=False, cancel_futures=True)
         self.close_files()
         shutil.rmtree(self.root, ignore_errors=True)
 
