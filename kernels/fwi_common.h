@@ -91,4 +91,40 @@ FWI_HD void ring_cell(int64_t q, int64_t n, int64_t nz, int64_t nx, int64_t off,
   }
 }
 
+// Flat index on the padded grid -> flat index on the storage grid (padded + N halo).
+FWI_HD int64_t storage_index(int64_t padded_flat, int64_t nxp, int64_t nxs, int64_t n) {
+  return (padded_flat / nxp + n) * nxs + (padded_flat % nxp + n);
+}
+
+struct StepArgs {
+  Dims d;
+  int n_half;
+  int64_t nt, nrec, n0, nsteps;
+  Weights w;
+  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet;
+  const int64_t *src, *rec;
+  float *u, *uprev, *psix, *psiz, *zx, *zz, *record;
+  float* ring;  // (T, B, C) or nullptr
+  float* lap;   // (T, B, nz, nx) or nullptr
+};
+
+struct AdjArgs {
+  Dims d;
+  int n_half;
+  int64_t nt, nrec, n0, nsteps;
+  bool boundary;
+  Weights w;
+  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet, *grad_record;
+  const int64_t *src, *rec;
+  float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;
+  float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
+  const float* ring;  // (T, B, C) boundary strategy
+  const float* lap;   // (T, B, nz, nx) full strategy
+};
+
+// CUDA launchers (fwi_cuda.cu); `stream` is a cudaStream_t. They throw std::runtime_error
+// on a launch failure.
+void forward_cuda(const StepArgs& a, void* stream);
+void backward_cuda(const AdjArgs& a, void* stream);
+
 }  // namespace fwi

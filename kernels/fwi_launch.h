@@ -1,5 +1,5 @@
-// Launch arguments shared by the CPU and CUDA implementations, and the op wrappers that
-// build them from tensors (same signatures on both devices).
+// Op-wrapper helpers: build the launch arguments (fwi_common.h) from tensors, with checks.
+// Same for both devices.
 #pragma once
 
 #include <torch/extension.h>
@@ -8,43 +8,8 @@
 
 namespace fwi {
 
-// Flat index on the padded grid -> flat index on the storage grid (padded + N halo).
-FWI_HD int64_t storage_index(int64_t padded_flat, int64_t nxp, int64_t nxs, int64_t n) {
-  return (padded_flat / nxp + n) * nxs + (padded_flat % nxp + n);
-}
-
-struct StepArgs {
-  Dims d;
-  int n_half;
-  int64_t nt, nrec, n0, nsteps;
-  Weights w;
-  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet;
-  const int64_t *src, *rec;
-  float *u, *uprev, *psix, *psiz, *zx, *zz, *record;
-  float* ring;  // (T, B, C) or nullptr
-  float* lap;   // (T, B, nz, nx) or nullptr
-};
-
-struct AdjArgs {
-  Dims d;
-  int n_half;
-  int64_t nt, nrec, n0, nsteps;
-  bool boundary;
-  Weights w;
-  const float *v2dt2, *ax, *bx, *az, *bz, *wavelet, *grad_record;
-  const int64_t *src, *rec;
-  float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;
-  float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
-  const float* ring;  // (T, B, C) boundary strategy
-  const float* lap;   // (T, B, nz, nx) full strategy
-};
-
 void forward_cpu(const StepArgs& a);
 void backward_cpu(const AdjArgs& a);
-#ifdef FWI_WITH_CUDA
-void forward_cuda(const StepArgs& a);
-void backward_cuda(const AdjArgs& a);
-#endif
 
 inline Weights make_weights(c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
   TORCH_CHECK(c2.size() == c1.size() && c2.size() >= 2 && c2.size() <= kMaxHalf + 1,

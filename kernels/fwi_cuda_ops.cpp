@@ -1,0 +1,44 @@
+// CUDA registration of the fwi ops (built only when the device is CUDA): tensor checks,
+// device guard, torch's current stream, then the launchers of fwi_cuda.cu.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include "fwi_launch.h"
+
+namespace fwi {
+namespace {
+
+void forward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx, const at::Tensor& az,
+                        const at::Tensor& bz, const at::Tensor& wavelet, const at::Tensor& src, const at::Tensor& rec,
+                        const at::Tensor& u, const at::Tensor& uprev, const at::Tensor& psix, const at::Tensor& psiz,
+                        const at::Tensor& zx, const at::Tensor& zz, const at::Tensor& record, const at::Tensor& ring,
+                        const at::Tensor& lap, int64_t n0, int64_t nsteps, int64_t pml, c10::ArrayRef<double> c2,
+                        c10::ArrayRef<double> c1) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  forward_cuda(make_step_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, u, uprev, psix, psiz, zx, zz, record, ring,
+                              lap, n0, nsteps, pml, c2, c1),
+               c10::cuda::getCurrentCUDAStream(u.device().index()).stream());
+}
+
+void backward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx, const at::Tensor& az,
+                         const at::Tensor& bz, const at::Tensor& wavelet, const at::Tensor& src, const at::Tensor& rec,
+                         const at::Tensor& grad_record, const at::Tensor& lam, const at::Tensor& lamprev,
+                         const at::Tensor& px, const at::Tensor& pz, const at::Tensor& zx, const at::Tensor& zz,
+                         const at::Tensor& grad, const at::Tensor& ua, const at::Tensor& ub, const at::Tensor& ring,
+                         const at::Tensor& lap, int64_t n0, int64_t nsteps, int64_t pml, bool boundary,
+                         c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+  const c10::cuda::CUDAGuard guard(lam.device());
+  backward_cuda(make_adj_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, grad_record, lam, lamprev, px, pz, zx, zz,
+                              grad, ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1),
+                c10::cuda::getCurrentCUDAStream(lam.device().index()).stream());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fwi, CUDA, m) {
+  m.impl("forward_steps", &forward_steps_cuda);
+  m.impl("backward_steps", &backward_steps_cuda);
+}
+
+}  // namespace fwi
