@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fwi_cli.errors import FwiArgumentError
+
 SPATIAL_ORDERS = (2, 4, 8)
 
 
@@ -31,7 +33,7 @@ class Acoustic:
 
     def __post_init__(self) -> None:
         if self.spatial_order not in SPATIAL_ORDERS:
-            raise ValueError(
+            raise FwiArgumentError(
                 f"spatial_order must be one of {SPATIAL_ORDERS}, got {self.spatial_order!r}"
             )
         self.device = torch.device(self.device if self.device is not None else "cpu")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwi_cli.errors import FwiArgumentError
+
 
 def ricker(t: np.ndarray, f: float) -> np.ndarray:
     """Ricker wavelet sampled at times ``t``.
@@ -23,7 +25,7 @@ def ricker(t: np.ndarray, f: float) -> np.ndarray:
         (nt,) float32 array.
     """
     if not np.isfinite(f) or f <= 0:
-        raise ValueError(f"ricker: frequency f must be a positive number of Hz, got {f!r}")
+        raise FwiArgumentError(f"ricker: frequency f must be a positive number of Hz, got {f!r}")
     t = np.asarray(t, dtype=np.float64)
     a = (np.pi * f * t) ** 2
     return ((1.0 - 2.0 * a) * np.exp(-a)).astype(np.float32)

@@ -209,11 +209,6 @@ def test_batch_with_per_shot_wavelets_equals_single_shots(marmousi_crop, small_a
     _batch_wavelets_case(8.0, marmousi_crop, small_acquisition, eager_propagator, ricker_wavelet, rel_l2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.py _prepare tunes the CPML of the whole batch to dominant_frequency(wavelet[0]) "
-    "when pml_freq is None, so shot 1 of a (B, nt) batch differs from its single run (rel L2 7e-4)",
-)
 def test_batch_with_per_shot_wavelets_default_pml_freq_equals_single_shots(marmousi_crop, small_acquisition, eager_propagator, ricker_wavelet, rel_l2):
-    """Same as above with the default pml_freq=None (known defect, reported)."""
+    """Same with the default pml_freq=None: the CPML frequency is frozen at the first call."""
     _batch_wavelets_case(None, marmousi_crop, small_acquisition, eager_propagator, ricker_wavelet, rel_l2)

@@ -13,6 +13,8 @@ from importlib import resources
 
 import numpy as np
 
+from fwi_cli.errors import FwiArgumentError
+
 MARMOUSI_DH = 12.5  # m, grid spacing of the shipped Marmousi2 models
 MARMOUSI_CREDIT = (
     "Marmousi2: Martin, Wiley & Marfurt (2006), The Leading Edge 25(2), 156-166, "
@@ -32,7 +34,7 @@ def load_marmousi(which: str = "true") -> np.ndarray:
         (281, 1361) float32 array, m/s, (z, x) order, 12.5 m spacing.
     """
     if which not in _FILES:
-        raise ValueError(f"load_marmousi: which must be one of {PRESETS}, got {which!r}")
+        raise FwiArgumentError(f"load_marmousi: which must be one of {PRESETS}, got {which!r}")
     path = resources.files(__name__) / "data" / _FILES[which]
     with resources.as_file(path) as p:
         return np.load(p).astype(np.float32, copy=False)

@@ -61,8 +61,8 @@ class Propagator:
         impl: "c" (compiled kernels) or "eager" (pure PyTorch).
         memory: how the gradient's state is kept (default: boundary saving, gpu, fp32).
         eager_options: options of the eager implementation.
-        pml_freq: frequency (Hz) of the CPML frequency shift; None takes the dominant
-            frequency of the wavelet at each call.
+        pml_freq: frequency (Hz) of the CPML frequency shift alpha = pi f; None takes the
+            dominant frequency of the first call's (first shot's) wavelet and keeps it.
     """
 
     def __init__(
@@ -161,7 +161,11 @@ class Propagator:
         if not np.all(np.isfinite(w)):
             raise FwiArgumentError("wavelet contains NaN or Inf values")
         w = np.array(w[:, : self.nt], dtype=np.float64, copy=True)
-        f_pml = self.pml_freq if self.pml_freq is not None else dominant_frequency(w[0], self.dt)
+        if self.pml_freq is None:
+            # Frozen at the first call, so the operator stays linear in the wavelet and a
+            # shot's record does not depend on the batch it is in.
+            self.pml_freq = dominant_frequency(w[0], self.dt) or 1.0 / (self.nt * self.dt)
+        f_pml = self.pml_freq
 
         g = self.geometry
         ax, bx = grid.cpml_profile(nx, g.pml, self.dh, self.dt, vmax, f_pml)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fwi_cli.errors import FwiArgumentError
+
 STRATEGIES = ("full", "boundary")
 STORAGES = ("gpu", "cpu", "disk")
 STORAGE_DTYPES = ("fp32", "fp16", "bf16", "int8")
@@ -31,16 +33,16 @@ class BoundaryOptions:
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGES:
-            raise ValueError(
+            raise FwiArgumentError(
                 f"BoundaryOptions.storage must be one of {STORAGES}, got {self.storage!r}"
             )
         if self.storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(
+            raise FwiArgumentError(
                 f"BoundaryOptions.storage_dtype must be one of {STORAGE_DTYPES}, "
                 f"got {self.storage_dtype!r}"
             )
         if isinstance(self.transfer_interval, bool) or not isinstance(self.transfer_interval, int) or self.transfer_interval < 1:
-            raise ValueError(
+            raise FwiArgumentError(
                 "BoundaryOptions.transfer_interval must be an integer >= 1 (steps per chunk), "
                 f"got {self.transfer_interval!r}"
             )
@@ -62,7 +64,7 @@ class MemoryOptions:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(
+            raise FwiArgumentError(
                 f"MemoryOptions.strategy must be one of {STRATEGIES}, got {self.strategy!r}"
             )
         if self.strategy == "boundary" and self.boundary is None:
