@@ -258,3 +258,34 @@ def test_eager_boundary_compile_failure_falls_back_to_eager(problem, eager_propa
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
 
+
+
+@pytest.mark.parametrize("storage", ["cpu", "disk"])
+def test_eager_boundary_host_tiers_match_gpu_tier(gradient, storage, tmp_path):
+    _, g_ref, _ = gradient(_boundary("int8", 5), nt=50)
+    opts = BoundaryOptions(storage=storage, storage_dtype="int8", transfer_interval=5, disk_dir=tmp_path / "ring")
+    _, g, prop = gradient(MemoryOptions(strategy="boundary", boundary=opts), nt=50)
+    assert prop.memory_report().storage == storage
+    assert torch.equal(g, g_ref)
+    leftovers = list((tmp_path / "ring").rglob("*")) if (tmp_path / "ring").exists() else []
+    assert [p for p in leftovers if p.is_file()] == [], f"ring files left after backward: {leftovers}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eager_boundary_cuda_compiled_graphs_match_full(problem, rel_l2, dtype):
+    from fwi_cli.equations import Acoustic
+    from fwi_cli.propagator import Propagator
+
+    nt = 120
+    v_true, v_init, src, rec, wav, dh = problem(nt)
+    grads = {}
+    for name, memory in (("full", MemoryOptions(strategy="full")), ("boundary", _boundary("fp32", 7))):
+        prop = Propagator(Acoustic(device="cuda", spatial_order=4), (NZ, NX), dh, DT, nt, pml_width=PML,
+                          impl="eager", memory=memory)
+        v = torch.from_numpy(v_init).to(device="cuda", dtype=dtype).requires_grad_()
+        prop(torch.from_numpy(wav).to(dtype), src, rec, [v]).square().sum().backward()
+        grads[name] = v.grad.cpu()
+    assert prop.memory_report().extra["cuda_graphs"] is True
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    assert rel_l2(grads["boundary"], grads["full"]) <= tol

@@ -34,6 +34,13 @@ Saved state: the ring, 2N(nz + nx) cells per shot and step (float32 codes of the
 dtype; a float64 model with fp32 storage keeps a hi/lo float32 pair, so the ring stays
 exact), plus the two seed frames. Nothing else grows with nt. The gradient with respect to
 v2dt2 is zero on PML cells (``pad_model`` discards them anyway).
+
+Speed: both passes run in chunks of ``transfer_interval`` steps on preallocated static
+tensors, with no host synchronisation inside a chunk. ``EagerOptions.use_compile`` compiles
+the per-step functions (default: on for CUDA, off on CPU; a compile failure falls back to
+eager). On CUDA each full chunk is captured once as a CUDA graph and replayed
+(``EagerOptions(extra={"cuda_graphs": False})`` turns that off); replaying is bit-identical
+to running the steps.
 """
 
 from __future__ import annotations
@@ -218,6 +225,8 @@ class _Plan:
         self.cpml, self.store, self.chunk, self.split = cpml, store, chunk, split
         self.use_compile = use_compile
         self.compiled_ok = use_compile
+        self.use_graphs = _want_graphs(prop, w.device)
+        self.graphs_ok = False
         self.finalizer = weakref.finalize(self, store.close)
 
 
@@ -281,9 +290,53 @@ def run(prop, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor, rec_
         strategy="boundary", storage=opts.storage, storage_dtype=opts.storage_dtype,
         ring_bytes=int(store.nbytes), frame_bytes=frame_bytes,
         device_ring_bytes=int(store.device_nbytes),
-        extra={"compiled": plan.compiled_ok, "chunk_steps": chunk, "ring_cells": g.ring_cells},
+        extra={"compiled": plan.compiled_ok, "cuda_graphs": plan.graphs_ok, "chunk_steps": chunk, "ring_cells": g.ring_cells},
     )
     return rec
+
+
+_FWD_STATE = ("u", "up", "px", "pz", "zx", "zz")
+_BWD_STATE = ("cur", "nxt", "lam", "lam_old", "g_px", "g_pz", "g_zx", "g_zz", "g_acc", "g_src")
+
+
+class _ChunkRunner:
+    """Runs ``body(statics, t)`` (t steps that update the static tensors in place).
+
+    On CUDA a full chunk of ``k`` steps is captured once as a CUDA graph (after a warm-up
+    on scratch copies, which also triggers ``torch.compile``) and replayed; a shorter chunk,
+    another device, or a failed capture runs the body directly. The body only launches
+    kernels (no host syncs), so replaying it is exactly running it.
+    """
+
+    def __init__(self, body, statics: dict, k: int, enabled: bool) -> None:
+        self.body, self.statics, self.k, self.graph = body, statics, k, None
+        if enabled:
+            try:
+                self.graph = self._capture()
+            except Exception:  # capture unsupported here: run the steps directly
+                self.graph = None
+
+    def _capture(self):
+        scratch = {name: t.clone() for name, t in self.statics.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.body(scratch, self.k)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.body(self.statics, self.k)
+        return graph
+
+    def __call__(self, t: int) -> None:
+        if self.graph is not None and t == self.k:
+            self.graph.replay()
+        else:
+            self.body(self.statics, t)
+
+
+def _want_graphs(prop, device: torch.device) -> bool:
+    return device.type == "cuda" and bool(prop.eager_options.extra.get("cuda_graphs", True))
 
 
 def _forward_pass(plan: _Plan, v2dt2: torch.Tensor):
@@ -293,31 +346,43 @@ def _forward_pass(plan: _Plan, v2dt2: torch.Tensor):
     nt, b, dev, dt_ = prop.nt, w.shape[0], v2dt2.device, v2dt2.dtype
     k = eager.make_coefficients(prop.spatial_order, prop.dh, *plan.cpml, v2dt2)
     ring_idx = g.ring_index(dev)
-    c = g.ring_cells
+    c, kk, nrec = g.ring_cells, plan.chunk, rec_flat.shape[1]
     step = _Kernel(_forward_step, plan.use_compile)
-    z = torch.zeros(b, g.nzp, g.nxp, dtype=dt_, device=dev)
-    u, up, px, pz, zx, zz = z, z, z, z, z, z
     src_scale = v2dt2.reshape(-1)[src_flat[:, 0]]  # (B,)
     amps = src_scale[:, None] * w  # (B, nt)
-    record = torch.empty(b, nt, rec_flat.shape[1], dtype=dt_, device=dev)
-    buf = torch.empty(plan.chunk, b, plan.store.cells, dtype=torch.float32, device=dev)
-    store = plan.store
-    for n in range(nt):
-        j = n % plan.chunk
-        u_next, px, pz, zx, zz, rec, ring = step(u, up, px, pz, zx, zz, k, src_flat, amps[:, n], rec_flat, ring_idx)
-        if plan.split:
-            hi = ring.float()
-            buf[j, :, :c] = hi
-            buf[j, :, c:] = (ring - hi.double()).float()
-        else:
-            buf[j] = ring
-        if j == plan.chunk - 1 or n == nt - 1:
-            store.put(n - j, buf[:j + 1])
-        record[:, n] = rec
-        up, u = u, u_next
-    store.finish_forward()
+    st = {name: torch.zeros(b, g.nzp, g.nxp, dtype=dt_, device=dev) for name in _FWD_STATE}
+    st["amps"] = torch.zeros(b, kk, dtype=dt_, device=dev)
+    st["ring"] = torch.zeros(kk, b, plan.store.cells, dtype=torch.float32, device=dev)
+    st["rec"] = torch.zeros(b, kk, nrec, dtype=dt_, device=dev)
+
+    def body(s: dict, t: int) -> None:
+        u, up, px, pz, zx, zz = (s[name] for name in _FWD_STATE)
+        for j in range(t):
+            u_next, px, pz, zx, zz, rec, ring = step(u, up, px, pz, zx, zz, k, src_flat, s["amps"][:, j], rec_flat, ring_idx)
+            if plan.split:  # float64 ring as an exact-ish hi/lo float32 pair
+                hi = ring.float()
+                s["ring"][j, :, :c].copy_(hi)
+                s["ring"][j, :, c:].copy_((ring - hi.double()).float())
+            else:
+                s["ring"][j].copy_(ring)
+            s["rec"][:, j].copy_(rec)
+            up, u = u, u_next
+        for name, val in (("up", up), ("u", u), ("px", px), ("pz", pz), ("zx", zx), ("zz", zz)):
+            s[name].copy_(val)  # "up" first: with t = 1 it is the old "u"
+
+    runner = _ChunkRunner(body, st, kk, plan.use_graphs)
+    plan.graphs_ok = runner.graph is not None
+    record = torch.empty(b, nt, nrec, dtype=dt_, device=dev)
+    for n0 in range(0, nt, kk):
+        t = min(kk, nt - n0)
+        st["amps"][:, :t].copy_(amps[:, n0:n0 + t])
+        runner(t)
+        plan.store.put(n0, st["ring"][:t])
+        record[:, n0:n0 + t] = st["rec"][:, :t]
+    plan.store.finish_forward()
     plan.compiled_ok = step.compiled is not None
     p = g.pml
+    u, up = st["u"], st["up"]
     return record, u[:, p:p + g.nz, p:p + g.nx].clone(), up[:, p:p + g.nz, p:p + g.nx].clone()
 
 
@@ -326,37 +391,49 @@ def _backward_pass(plan: _Plan, v2dt2, u_last, u_prev, grad_record):
     prop, w, src_flat, rec_flat = plan.prop, plan.w, plan.src_flat, plan.rec_flat
     g: Geometry = prop.geometry
     nt, b, dev, dt_ = prop.nt, w.shape[0], v2dt2.device, v2dt2.dtype
-    p, nz, nx, c = g.pml, g.nz, g.nx, g.ring_cells
-    k = eager.make_coefficients(prop.spatial_order, prop.dh, *plan.cpml, v2dt2.detach())
+    p, nz, nx, c, kk = g.pml, g.nz, g.nx, g.ring_cells, plan.chunk
+    v2dt2 = v2dt2.detach()
+    k = eager.make_coefficients(prop.spatial_order, prop.dh, *plan.cpml, v2dt2)
     halo_idx = Geometry(nz, nx, g.n_half, g.n_half).ring_index(dev)
-    v_int = v2dt2.detach()[p:p + nz, p:p + nx].contiguous()
-    src_z, src_x = src_flat // g.nxp - p, src_flat % g.nxp - p
-    src_int = src_z * nx + src_x  # (B, 1)
-    amps = v2dt2.detach().reshape(-1)[src_flat[:, 0]][:, None] * w  # (B, nt)
-    grad_record = grad_record.to(dt_).contiguous()
+    v_int = v2dt2[p:p + nz, p:p + nx].contiguous()
+    src_int = (src_flat // g.nxp - p) * nx + (src_flat % g.nxp - p)  # (B, 1)
+    amps = v2dt2.reshape(-1)[src_flat[:, 0]][:, None] * w  # (B, nt)
     step = _Kernel(_backward_step, plan.use_compile)
 
-    zp = torch.zeros(b, g.nzp, g.nxp, dtype=dt_, device=dev)
-    lam, lam_old, g_px, g_pz, g_zx, g_zz = zp, zp, zp, zp, zp, zp
-    g_acc = torch.zeros(b, nz, nx, dtype=dt_, device=dev)
-    g_src = torch.zeros(b, dtype=dt_, device=dev)
-    nxt, cur = u_last, u_prev
-    starts = list(range(0, nt, plan.chunk))
-    for n0 in reversed(starts):
-        t = min(plan.chunk, nt - n0)
-        block = plan.store.get(n0, t)  # (t, B, C')
+    st = {name: torch.zeros(b, g.nzp, g.nxp, dtype=dt_, device=dev) for name in _BWD_STATE[2:8]}
+    st["cur"] = u_prev.to(dt_).clone()
+    st["nxt"] = u_last.to(dt_).clone()
+    st["g_acc"] = torch.zeros(b, nz, nx, dtype=dt_, device=dev)
+    st["g_src"] = torch.zeros(b, dtype=dt_, device=dev)
+    st["ring"] = torch.zeros(kk, b, plan.store.cells, dtype=torch.float32, device=dev)
+    st["grad_rec"] = torch.zeros(b, kk, rec_flat.shape[1], dtype=dt_, device=dev)
+    st["amps"] = torch.zeros(b, kk, dtype=dt_, device=dev)
+    st["w"] = torch.zeros(b, kk, dtype=dt_, device=dev)
+
+    def body(s: dict, t: int) -> None:
+        cur, nxt, lam, lam_old, g_px, g_pz, g_zx, g_zz, g_acc, g_src = (s[name] for name in _BWD_STATE)
         for j in range(t - 1, -1, -1):
-            n = n0 + j
-            if plan.split:
-                ring = block[j, :, :c].double() + block[j, :, c:].double()
-            else:
-                ring = block[j].to(dt_)
-            (prev, lam_n, lam, g_px, g_pz, g_zx, g_zz, g_acc, g_src) = step(
+            blk = s["ring"][j]
+            ring = blk[:, :c].double() + blk[:, c:].double() if plan.split else blk.to(dt_)
+            prev, lam_n, lam, g_px, g_pz, g_zx, g_zz, g_acc, g_src = step(
                 cur, nxt, ring, lam, lam_old, g_px, g_pz, g_zx, g_zz, g_acc, g_src, k, v_int,
-                grad_record[:, n], rec_flat, src_flat, src_int, amps[:, n], w[:, n], halo_idx, p)
+                s["grad_rec"][:, j], rec_flat, src_flat, src_int, s["amps"][:, j], s["w"][:, j], halo_idx, p)
             lam_old, lam = lam, lam_n
             nxt, cur = cur, prev
+        for name, val in (("nxt", nxt), ("cur", cur), ("lam_old", lam_old), ("lam", lam), ("g_px", g_px),
+                          ("g_pz", g_pz), ("g_zx", g_zx), ("g_zz", g_zz), ("g_acc", g_acc), ("g_src", g_src)):
+            s[name].copy_(val)  # "nxt" first: with t = 1 it is the old "cur"
+
+    runner = _ChunkRunner(body, st, kk, plan.use_graphs)
+    grad_record = grad_record.to(dt_)
+    for n0 in reversed(range(0, nt, kk)):
+        t = min(kk, nt - n0)
+        st["ring"][:t].copy_(plan.store.get(n0, t))
+        st["grad_rec"][:, :t].copy_(grad_record[:, n0:n0 + t])
+        st["amps"][:, :t].copy_(amps[:, n0:n0 + t])
+        st["w"][:, :t].copy_(w[:, n0:n0 + t])
+        runner(t)
     grad = torch.zeros(g.nzp, g.nxp, dtype=dt_, device=dev)
-    grad[p:p + nz, p:p + nx] = g_acc.sum(0)
-    grad.reshape(-1).index_add_(0, src_flat[:, 0], g_src)
+    grad[p:p + nz, p:p + nx] = st["g_acc"].sum(0)
+    grad.reshape(-1).index_add_(0, src_flat[:, 0], st["g_src"])
     return grad
