@@ -1,15 +1,31 @@
 """The ``fwi`` command line (Typer): parse, call the library, print.
 
-User errors (:class:`~fwi_cli.errors.FwiError`) print one line to stderr and exit 2.
+Commands (DESIGN §6)::
+
+    fwi model  CONFIG [--force]                         observed data -> <out>/<name>/observed.zarr
+    fwi invert CONFIG --impl c --storage gpu --dtype int8   one job -> <impl>-<storage>-<dtype>.zarr
+    fwi sweep  CONFIG [--only GLOB]                     every matrix job, skipping complete ones
+    fwi report RUN_DIR|CONFIG                           figures + summary.md -> RUN_DIR/report/
+
+Every command takes repeatable ``--set key.path=value`` overrides and ``--quiet``.
+
+Exit codes: 0 success; 1 a job failed (its store says why); 2 a user error (bad file, key,
+value, option; CFL violation), printed as one line ``fwi: error: ...`` on stderr;
+130 interrupted. Any other exception is a bug and shows its traceback.
+
+Progress: a rich progress display when stdout is a terminal, plain lines otherwise, nothing
+with ``--quiet``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 
 import typer
 
-from fwi_cli.errors import FwiError
+from fwi_cli.errors import FwiArgumentError, FwiError
 
 app = typer.Typer(
     add_completion=False,
@@ -17,40 +33,241 @@ app = typer.Typer(
     help="Full-waveform inversion of the 2D acoustic wave equation: model, invert, sweep, report.",
 )
 
+SET_HELP = "override a config key, e.g. --set inversion.lr=10 (repeatable)"
+QUIET_HELP = "print no progress"
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"fwi: error: {msg}", err=True)
-    raise typer.Exit(code)
+
+# --------------------------------------------------------------------------- progress
+class _PlainProgress:
+    """One line per event, for logs and pipes."""
+
+    def __call__(self, ev) -> None:
+        pos = f"[{ev.index}/{ev.total}]" if ev.total else ""
+        if ev.kind in ("observed_start", "observed_done", "observed_reused"):
+            what = {"observed_start": "modelling observed data ->",
+                    "observed_done": "observed data written:",
+                    "observed_reused": "observed data up to date:"}[ev.kind]
+            typer.echo(f"{what} {ev.message}")
+        elif ev.kind == "job_start":
+            typer.echo(f"{pos} {ev.job.label}: start")
+        elif ev.kind == "iteration":
+            typer.echo(f"{pos} {ev.job.label}: iter {ev.iteration}/{ev.iterations} "
+                       f"loss {ev.loss:.4e} rmse {ev.rmse:.1f}")
+        elif ev.kind == "job_skip":
+            typer.echo(f"{pos} {ev.job.label}: skipped ({ev.message})")
+        elif ev.kind == "job_end":
+            tail = "" if ev.status == "complete" else f" ({ev.message})"
+            typer.echo(f"{pos} {ev.job.label}: {ev.status}{tail}")
+
+
+class _RichProgress:
+    """A live rich display: sweep position, the job's iteration, its loss."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        )
+        self.sweep_task = None
+        self.job_task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, ev) -> None:
+        p = self.progress
+        if ev.kind in ("observed_start", "observed_done", "observed_reused"):
+            what = {"observed_start": "modelling observed data",
+                    "observed_done": "observed data written:",
+                    "observed_reused": "observed data up to date:"}[ev.kind]
+            p.console.print(f"{what} {ev.message}")
+            return
+        if self.sweep_task is None and ev.total:
+            self.sweep_task = p.add_task("jobs", total=ev.total, info="")
+        if ev.kind == "job_start":
+            if self.job_task is not None:
+                p.remove_task(self.job_task)
+            self.job_task = p.add_task(f"[{ev.index}/{ev.total}] {ev.job.label}",
+                                       total=ev.iterations, info="")
+        elif ev.kind == "iteration" and self.job_task is not None:
+            p.update(self.job_task, completed=ev.iteration,
+                     info=f"loss {ev.loss:.3e}  rmse {ev.rmse:.1f}")
+        elif ev.kind in ("job_end", "job_skip"):
+            p.advance(self.sweep_task)
+            mark = "skipped (complete)" if ev.kind == "job_skip" else ev.status
+            tail = f": {ev.message}" if ev.kind == "job_end" and ev.status != "complete" else ""
+            p.console.print(f"[{ev.index}/{ev.total}] {ev.job.label}: {mark}{tail}")
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool):
+    if quiet:
+        yield None
+    elif sys.stdout.isatty():
+        with _RichProgress() as rp:
+            yield rp
+    else:
+        yield _PlainProgress()
+
+
+# --------------------------------------------------------------------------- helpers
+def _experiment(config: str, sets: list[str] | None):
+    from fwi_cli.experiment import Experiment, load_config
+
+    return Experiment(load_config(config, sets or []))
+
+
+def _fmt(x, spec: str) -> str:
+    return "n/a" if x is None or x != x else format(x, spec)
+
+
+def _result_line(res) -> str:
+    import numpy as np
+
+    loss = res.loss[np.isfinite(res.loss)]
+    rmse = res.rmse[np.isfinite(res.rmse)]
+    head = f"{res.job.label:18s} "
+    if loss.size:
+        head += (f"loss {loss[0]:.3e} -> {loss[-1]:.3e} rmse {rmse[0]:.1f} -> {rmse[-1]:.1f} "
+                 f"({_fmt(res.timing.get('iter_s'), '.3f')} s/iter)")
+    if not res.ok:
+        head += f" FAILED at iteration {res.failed_iteration}: {res.reason}"
+    return head
+
+
+def _check_choice(option: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise FwiArgumentError(f"{option} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+# --------------------------------------------------------------------------- commands
+@app.command()
+def model(
+    config: str = typer.Argument(..., help="experiment YAML"),
+    set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),
+    force: bool = typer.Option(False, "--force", help="remodel even if up to date"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Model the observed data once -> <output_dir>/<name>/observed.zarr."""
+    ex = _experiment(config, set_)
+    with _progress(quiet) as prog:
+        res = ex.ensure_observed(prog, force=force)
+    if not quiet:
+        state = "reused (up to date)" if res.reused else f"written in {res.seconds:.1f} s"
+        typer.echo(f"{res.path}: {state}, impl {res.impl}")
 
 
 @app.command()
-def model(config: str = typer.Argument(..., help="experiment YAML")) -> None:
-    """Model the observed data once -> runs/<name>/observed.zarr."""
-    _fail("'fwi model' is not built yet (experiment pipeline pending)")
+def invert(
+    config: str = typer.Argument(..., help="experiment YAML"),
+    impl: str = typer.Option("c", "--impl", help="c | eager"),
+    storage: str = typer.Option("gpu", "--storage", help="gpu | cpu | disk"),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16 | int8"),
+    set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Run one inversion job (always rerun) -> <output_dir>/<name>/<impl>-<storage>-<dtype>.zarr."""
+    from fwi_cli.experiment import Job
+    from fwi_cli.experiment.config import IMPLS
+    from fwi_cli.propagator.options import STORAGE_DTYPES, STORAGES
+
+    _check_choice("--impl", impl, IMPLS)
+    _check_choice("--storage", storage, STORAGES)
+    _check_choice("--dtype", dtype, STORAGE_DTYPES)
+    ex = _experiment(config, set_)
+    with _progress(quiet) as prog:
+        ex.ensure_observed(prog)
+        res = ex.run_job(Job(impl, storage, dtype), prog)
+    if not quiet or not res.ok:
+        typer.echo(_result_line(res), err=not res.ok)
+    if not quiet:
+        typer.echo(f"store: {res.path}")
+    if not res.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
-def invert(config: str = typer.Argument(..., help="experiment YAML")) -> None:
-    """Run one inversion job of the matrix."""
-    _fail("'fwi invert' is not built yet (experiment pipeline pending)")
+def sweep(
+    config: str = typer.Argument(..., help="experiment YAML"),
+    only: str = typer.Option(None, "--only", help="run only jobs matching this glob, e.g. 'c-gpu-*'"),
+    set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Run every job of the matrix in order, skipping jobs already complete."""
+    ex = _experiment(config, set_)
+    with _progress(quiet) as prog:
+        summary = ex.sweep(only, prog)
+    if not quiet:
+        for res in summary.results:
+            typer.echo(_result_line(res))
+        n_run, n_skip = len(summary.results), len(summary.skipped)
+        typer.echo(f"{n_run} job(s) run, {n_skip} already complete, {len(summary.failed)} failed "
+                   f"-> {ex.run_dir}")
+    if summary.failed:
+        for res in summary.failed:
+            typer.echo(f"fwi: job {res.job.label} failed at iteration {res.failed_iteration}: "
+                       f"{res.reason}", err=True)
+        typer.echo(f"fwi: {len(summary.failed)} of {len(summary.results) + len(summary.skipped)} "
+                   "job(s) failed; rerun `fwi sweep` to retry them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
-def sweep(config: str = typer.Argument(..., help="experiment YAML")) -> None:
-    """Run every job of the matrix, skipping complete ones."""
-    _fail("'fwi sweep' is not built yet (experiment pipeline pending)")
+def report(
+    run_dir: str = typer.Argument(..., help="run directory (or the experiment YAML that made it)"),
+    set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP + "; with a YAML only"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Draw convergence.png, models.png, memory.png and summary.md into RUN_DIR/report/."""
+    from fwi_cli.report import make_report
+
+    target = Path(run_dir)
+    if target.is_file():
+        from fwi_cli.experiment import load_config
+
+        target = load_config(run_dir, set_ or []).run_dir
+    elif set_:
+        raise FwiArgumentError("--set needs an experiment YAML, not a run directory, as argument")
+    rep = make_report(target)
+    if not quiet:
+        for p in rep.files:
+            typer.echo(str(p))
+        typer.echo(f"{rep.n_complete} complete, {rep.n_failed} failed, "
+                   f"{len(rep.missing)} missing job(s)")
 
 
-@app.command()
-def report(run_dir: str = typer.Argument(..., help="run directory")) -> None:
-    """Draw the figures and summary table of a run directory."""
-    _fail("'fwi report' is not built yet (experiment pipeline pending)")
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point.
 
-
-def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    User errors (:class:`~fwi_cli.errors.FwiError`, bad command-line usage) become one line
+    ``fwi: error: ...`` on stderr and exit code 2; Ctrl-C exits 130.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        args = ["--help"]
     try:
-        app()
+        rv = app(args=args, prog_name="fwi", standalone_mode=False)
+    except typer.TyperException as exc:  # bad usage: unknown option, missing argument
+        msg = " ".join(exc.format_message().split())
+        typer.echo(f"fwi: error: {msg}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
     except FwiError as exc:
-        typer.echo(f"fwi: error: {exc}", err=True)
+        typer.echo(f"fwi: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("fwi: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,507 @@
+"""Running an experiment: observed data once, then one inversion per matrix job.
+
+One job is the seed page's loop, verbatim in substance::
+
+    solver = Propagator(...impl, memory...)                 # fresh for every job
+    vp = tensor(vp_init, requires_grad=True); opt = Adam([vp], lr, eps)
+    rng = numpy.random.default_rng(seed)                    # same batches in every job
+    rmse[0] = rmse(vp_init)
+    for k in 1..iterations:
+        idx = rng.choice(nshots, batch_shots, replace=False)
+        loss_k = mean((solver(w, src[idx], rec[idx], [vp]) - observed[idx])^2)
+        loss_k.backward(); opt.step(); rmse[k] = rmse(vp)
+
+with rmse(v) = sqrt(mean((v - vp_true)^2)) in m/s. A non-finite loss or model stops the job
+as ``failed`` with the iteration and reason; so does any :class:`~fwi_cli.errors.FwiError`
+the propagator raises (an unavailable backend, a storage failure) and running out of
+memory. Other exceptions are bugs and propagate.
+
+Progress is reported through a callback receiving :class:`Progress` events; nothing here
+prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fwi_cli
+from fwi_cli.errors import BackendUnavailableError, FwiError
+from fwi_cli.experiment import store
+from fwi_cli.experiment.config import ExperimentConfig
+from fwi_cli.experiment.matrix import Job, expand, select
+from fwi_cli.experiment.problem import (
+    Problem,
+    build_problem,
+    job_hash,
+    make_propagator,
+    memory_options,
+    observed_hash,
+)
+
+OBSERVED_IMPLS = ("c", "eager")  # first that works models the observed data
+
+
+@dataclass
+class Progress:
+    """A progress event.
+
+    Attributes:
+        kind: "observed_start", "observed_done", "observed_reused", "job_start",
+            "iteration", "job_skip" or "job_end".
+        job: the job concerned (None for observed events).
+        index, total: 1-based position of the job in the sweep, and the number of jobs.
+        iteration, iterations: 1-based iteration just finished, and the total.
+        loss, rmse: values after that iteration (loss of the batch, RMSE in m/s).
+        status: "complete"/"failed" at "job_end"; "complete" at "job_skip".
+        message: free text (the observed impl, a failure reason, why a job is skipped).
+    """
+
+    kind: str
+    job: Job | None = None
+    index: int = 0
+    total: int = 0
+    iteration: int = 0
+    iterations: int = 0
+    loss: float | None = None
+    rmse: float | None = None
+    status: str | None = None
+    message: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def _noop(_: Progress) -> None:
+    return None
+
+
+@dataclass
+class ObservedResult:
+    """Outcome of :meth:`Experiment.ensure_observed`.
+
+    Attributes:
+        path: the observed store.  impl: which impl modelled the data.
+        reused: True when an up-to-date store was found and kept.
+        hash: hash of the config parts that define the data.
+        seconds: modelling time (0 when reused).
+    """
+
+    path: Path
+    impl: str
+    reused: bool
+    hash: str
+    seconds: float = 0.0
+
+
+@dataclass
+class JobResult:
+    """Outcome of one job (what its store holds).
+
+    Attributes:
+        job: the job.  status: "complete" or "failed".
+        loss: (iterations,) NaN where not reached.  rmse: (iterations + 1,) m/s.
+        vp_final: (nz, nx) last model.  iter_time: (iterations,) s.
+        shots: (iterations, batch_shots) shot indices of each iteration.
+        reason: why it failed (None when complete).  failed_iteration: 1-based, or None.
+        timing, memory: the store's ``timing`` and ``memory`` attributes.
+        path: the store (None when not written).
+    """
+
+    job: Job
+    status: str
+    loss: np.ndarray
+    rmse: np.ndarray
+    vp_final: np.ndarray
+    iter_time: np.ndarray
+    shots: np.ndarray
+    reason: str | None = None
+    failed_iteration: int | None = None
+    timing: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == store.STATUS_COMPLETE
+
+
+@dataclass
+class SweepSummary:
+    """Outcome of a sweep: results of the jobs run, and those skipped as already complete."""
+
+    observed: ObservedResult
+    results: list[JobResult] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- environment
+def versions() -> dict:
+    """Versions of fwi and the libraries a result depends on."""
+    import zarr
+
+    return {
+        "fwi": fwi_cli.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": np.__version__, "zarr": zarr.__version__,
+        "cuda": torch.version.cuda, "platform": platform.platform(),
+    }
+
+
+def device_attrs(device: torch.device) -> dict:
+    """``device`` (e.g. "cuda:0"), ``device_name`` and ``threads`` for a store."""
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return {"device": f"cuda:{idx}", "device_name": torch.cuda.get_device_name(idx),
+                "threads": torch.get_num_threads()}
+    return {"device": str(device), "device_name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakMeter:
+    """Peak memory of a block of work, above the level when :meth:`start` was called.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus the allocation at start
+    (method ``cuda_max_memory_allocated_above_baseline``). CPU: the process resident set
+    size sampled every ``interval`` s, minus its value at start (``rss_sampled_above_start``;
+    approximate: freed memory the allocator keeps counts as used); None where /proc is absent.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
+        self.device, self.interval = device, interval
+        self.baseline = 0
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.method: str | None = None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda_max_memory_allocated_above_baseline"
+            return
+        rss = _rss_bytes()
+        if rss is None:
+            return
+        self.baseline = self._peak = rss
+        self.method = "rss_sampled_above_start"
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = _rss_bytes()
+            if rss is not None and rss > self._peak:
+                self._peak = rss
+
+    def stop(self) -> int | None:
+        """Stop measuring; returns the peak bytes above the start level (None if unknown)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device) - self.baseline)
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        rss = _rss_bytes()
+        if rss is not None:
+            self._peak = max(self._peak, rss)
+        return int(self._peak - self.baseline)
+
+
+# --------------------------------------------------------------------------- observed
+def model_observed(problem: Problem, batch: int) -> tuple[np.ndarray, str, str | None]:
+    """Model the observed data of every shot, in fp32, without gradient.
+
+    Uses impl "c" when it works, else "eager" (the compiled backend being unavailable is
+    not an error here).
+
+    Args:
+        problem: the experiment's problem (true model, acquisition, wavelet).
+        batch: shots per propagator call.
+
+    Returns:
+        (data, impl, note): data (nshots, nt, nrec) float32; the impl that made it; why
+        "c" was not used (None when it was).
+    """
+    note = None
+    vp = torch.tensor(problem.vp_true, device=problem.device)
+    nshots = problem.sources.shape[0]
+    for impl in OBSERVED_IMPLS:
+        try:
+            solver = make_propagator(problem, impl)
+            parts = []
+            with torch.no_grad():
+                for s in range(0, nshots, batch):
+                    rec = solver(problem.wavelet, problem.sources[s : s + batch],
+                                 problem.receivers[s : s + batch], models=[vp])
+                    parts.append(rec[..., 0].cpu().numpy())
+            return np.concatenate(parts, 0), impl, note
+        except (BackendUnavailableError, ImportError) as exc:
+            if impl == OBSERVED_IMPLS[-1]:
+                raise
+            note = f"impl {impl} unavailable: {exc}"
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- one job
+def compute_job(
+    cfg: ExperimentConfig,
+    problem: Problem,
+    job: Job,
+    observed: torch.Tensor,  # (nshots, nt, nrec, 1) on problem.device
+    progress: ProgressFn | None = None,
+    index: int = 1,
+    total: int = 1,
+) -> JobResult:
+    """Run one inversion (no store written).
+
+    Args:
+        cfg: the experiment (inversion settings, memory options, seed).
+        problem: models, acquisition, wavelet, device.
+        job: impl / storage / dtype of the gradient.
+        observed: (nshots, nt, nrec, 1) float32 observed data on the compute device.
+        progress: receives "iteration" events.
+        index, total: position of the job in its sweep (for the events).
+
+    Returns:
+        The :class:`JobResult` (status "failed" with reason on a non-finite loss/model, a
+        FwiError of the propagator, or out-of-memory).
+    """
+    progress = progress or _noop
+    inv = cfg.inversion
+    n_iter, nshots = inv.iterations, problem.sources.shape[0]
+    dev = problem.device
+    loss = np.full(n_iter, np.nan)
+    rmse = np.full(n_iter + 1, np.nan)
+    iter_time = np.full(n_iter, np.nan)
+    shots = np.full((n_iter, inv.batch_shots), -1, dtype=np.int64)
+    rmse[0] = problem.rmse(problem.vp_init)
+    vp_final = problem.vp_init.copy()
+    status, reason, failed_it = store.STATUS_COMPLETE, None, None
+    report = None
+    solver = vp = opt = None
+
+    meter = PeakMeter(dev)
+    meter.start()
+    t_start = time.perf_counter()
+    try:
+        solver = make_propagator(problem, job.impl, memory_options(cfg, job))
+        vp = torch.tensor(problem.vp_init, device=dev, requires_grad=True)
+        opt = torch.optim.Adam([vp], lr=inv.lr, eps=inv.eps)
+        rng = np.random.default_rng(cfg.seed)
+        for it in range(n_iter):
+            t0 = time.perf_counter()
+            idx = rng.choice(nshots, inv.batch_shots, replace=False)
+            shots[it] = idx
+            opt.zero_grad()
+            rec = solver(problem.wavelet, problem.sources[idx], problem.receivers[idx], models=[vp])
+            value = (rec - observed[torch.from_numpy(idx).to(dev)]).pow(2).mean()
+            lval = float(value.detach().cpu())
+            if not math.isfinite(lval):
+                status, failed_it = store.STATUS_FAILED, it + 1
+                reason = f"loss is {lval} at iteration {it + 1}"
+                break
+            value.backward()
+            opt.step()
+            del rec, value
+            if report is None:
+                report = copy.deepcopy(solver.memory_report())
+            vp_np = vp.detach().cpu().numpy()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            iter_time[it] = time.perf_counter() - t0
+            loss[it] = lval
+            rmse[it + 1] = problem.rmse(vp_np)
+            if not np.all(np.isfinite(vp_np)):
+                status, failed_it = store.STATUS_FAILED, it + 1
+                reason = f"the model became non-finite at iteration {it + 1}"
+                break
+            vp_final = vp_np
+            progress(Progress("iteration", job, index, total, it + 1, n_iter, lval, float(rmse[it + 1])))
+    except FwiError as exc:
+        status, reason = store.STATUS_FAILED, f"{type(exc).__name__}: {exc}"
+        failed_it = int(np.sum(np.isfinite(loss))) + 1
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        status, reason = store.STATUS_FAILED, f"out of memory: {first}"
+        failed_it = int(np.sum(np.isfinite(loss))) + 1
+    total_s = time.perf_counter() - t_start
+    del solver, vp, opt
+    peak = meter.stop()
+
+    done = iter_time[np.isfinite(iter_time)]
+    timing = {
+        "total_s": total_s,
+        "iter_s": float(np.median(done)) if done.size else None,
+        "iter_s_mean": float(np.mean(done)) if done.size else None,
+        "first_iter_s": float(done[0]) if done.size else None,
+        "iterations_done": int(done.size),
+    }
+    memory = _memory_attrs(report, peak, meter, observed)
+    return JobResult(job, status, loss, rmse, vp_final, iter_time, shots, reason, failed_it,
+                     timing, memory)
+
+
+def _memory_attrs(report, peak: int | None, meter: PeakMeter, observed: torch.Tensor) -> dict:
+    rep = dataclasses.asdict(report) if report is not None else {}
+    return {
+        "peak_bytes": peak,
+        "peak_method": meter.method,
+        "baseline_bytes": meter.baseline if meter.method else None,
+        "boundary_bytes": rep.get("ring_bytes"),
+        "boundary_device_bytes": rep.get("device_ring_bytes"),
+        "frame_bytes": rep.get("frame_bytes"),
+        "snapshot_bytes": rep.get("snapshot_bytes"),
+        "record_bytes": rep.get("record_bytes"),
+        "observed_bytes": int(observed.element_size() * observed.nelement()),
+        "strategy": rep.get("strategy"),
+        "storage": rep.get("storage"),
+        "storage_dtype": rep.get("storage_dtype"),
+        "extra": rep.get("extra", {}),
+    }
+
+
+# --------------------------------------------------------------------------- experiment
+class Experiment:
+    """An experiment file made runnable: its problem, jobs and run directory.
+
+    Args:
+        cfg: a validated configuration.
+        device: overrides the configuration's device.
+
+    Raises:
+        ConfigError: anything wrong with the problem (see :func:`build_problem`).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.problem = build_problem(cfg, device)
+        self.jobs = expand(cfg.matrix, cfg.path)
+        self.run_dir = cfg.run_dir
+        self.obs_hash = observed_hash(cfg, self.problem)
+        self._observed: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ observed
+    def ensure_observed(self, progress: ProgressFn | None = None, force: bool = False) -> ObservedResult:
+        """Model ``observed.zarr`` unless an up-to-date complete one exists (or ``force``)."""
+        progress = progress or _noop
+        path = store.observed_path(self.run_dir)
+        if not force and store.is_complete(path, self.obs_hash):
+            store.update_observed_init(path, self.problem.vp_init)
+            impl = (store.read_attrs(path) or {}).get("impl", "?")
+            progress(Progress("observed_reused", message=f"{path} (impl {impl})"))
+            return ObservedResult(path, impl, True, self.obs_hash)
+        progress(Progress("observed_start", message=str(path)))
+        t0 = time.perf_counter()
+        p = self.problem
+        data, impl, note = model_observed(p, self.cfg.inversion.batch_shots)
+        seconds = time.perf_counter() - t0
+        attrs = {
+            "impl": impl, "impl_note": note, "hash": self.obs_hash, "dtype": "fp32",
+            "dt": p.dt, "nt": p.nt, "dh": p.dh, "shape": list(p.shape),
+            "nshots": int(p.sources.shape[0]), "nrec": int(p.receivers.shape[1]),
+            "src_z": int(p.sources[0, 1]), "rec_z": int(p.receivers[0, 0, 1]),
+            "seconds": seconds, "config": self.cfg.resolved(), "versions": versions(),
+            **device_attrs(p.device),
+        }
+        store.write_observed(path, data, wavelet=p.wavelet, sources=p.sources,
+                             receivers=p.receivers, vp_true=p.vp_true, vp_init=p.vp_init,
+                             attrs=attrs)
+        self._observed = None
+        progress(Progress("observed_done", message=f"{path} (impl {impl}, {seconds:.1f} s)"))
+        return ObservedResult(path, impl, False, self.obs_hash, seconds)
+
+    def observed(self) -> torch.Tensor:
+        """The observed data as (nshots, nt, nrec, 1) float32 on the compute device."""
+        if self._observed is None:
+            obs = store.read_observed(store.observed_path(self.run_dir))
+            self._observed = torch.from_numpy(obs.data)[..., None].to(self.problem.device)
+        return self._observed
+
+    # ------------------------------------------------------------------ jobs
+    def job_hash(self, job: Job) -> str:
+        return job_hash(self.cfg, job, self.obs_hash)
+
+    def run_job(self, job: Job, progress: ProgressFn | None = None, index: int = 1, total: int = 1) -> JobResult:
+        """Run one job and write its store (observed data must exist: see ensure_observed)."""
+        progress = progress or _noop
+        path = store.job_path(self.run_dir, job)
+        observed = self.observed()
+        progress(Progress("job_start", job, index, total, 0, self.cfg.inversion.iterations))
+        dev = device_attrs(self.problem.device)
+        store.begin_job(path, job, {"config": self.cfg.resolved(), "hash": self.job_hash(job),
+                                    "observed_hash": self.obs_hash, **dev})
+        res = compute_job(self.cfg, self.problem, job, observed, progress, index, total)
+        attrs = {
+            "config": self.cfg.resolved(), "hash": self.job_hash(job),
+            "observed_hash": self.obs_hash,
+            "observed_impl": (store.read_attrs(store.observed_path(self.run_dir)) or {}).get("impl"),
+            "timing": res.timing, "memory": res.memory, "versions": versions(), **dev,
+            "reason": res.reason, "failed_iteration": res.failed_iteration,
+            "seed": self.cfg.seed, "command": " ".join(sys.argv),
+        }
+        store.finish_job(path, status=res.status, loss=res.loss, rmse=res.rmse,
+                         vp_final=res.vp_final, iter_time=res.iter_time, attrs=attrs,
+                         shots=res.shots)
+        res.path = path
+        progress(Progress("job_end", job, index, total, int(np.sum(np.isfinite(res.loss))),
+                          self.cfg.inversion.iterations,
+                          _last_finite(res.loss), _last_finite(res.rmse), res.status,
+                          res.reason or ""))
+        return res
+
+    def sweep(self, only: str | None = None, progress: ProgressFn | None = None) -> SweepSummary:
+        """Run every job (matching ``only``) in order, skipping those already complete.
+
+        A job counts as complete when its store says ``status: complete`` and was made
+        from the same configuration and observed data (else it is redone). Failed jobs do
+        not stop the sweep.
+        """
+        progress = progress or _noop
+        jobs = select(self.jobs, only, self.cfg.path)
+        obs = self.ensure_observed(progress)
+        summary = SweepSummary(obs)
+        for i, job in enumerate(jobs, 1):
+            path = store.job_path(self.run_dir, job)
+            if store.is_complete(path, self.job_hash(job)):
+                summary.skipped.append(job)
+                progress(Progress("job_skip", job, i, len(jobs), status=store.STATUS_COMPLETE,
+                                  message="already complete"))
+                continue
+            summary.results.append(self.run_job(job, progress, i, len(jobs)))
+        return summary
+
+
+def _last_finite(a: np.ndarray) -> float | None:
+    ok = a[np.isfinite(a)]
+    return float(ok[-1]) if ok.size else None
