@@ -312,7 +312,7 @@ def _message(err: dict) -> str:
         msg = msg[len("Value error, ") :]
     msg = msg[:1].lower() + msg[1:]
     msg = msg.replace("input should be ", "must be ")
-    if "input" in err and kind not in ("model_type", "dict_type"):
+    if "input" in err and "(got" not in msg and kind not in ("model_type", "dict_type"):
         msg += f" (got {err['input']!r})"
     return msg
 

@@ -103,7 +103,9 @@ def load_run(run_dir: str | Path) -> Run:
     records = [r for r in store.list_jobs(d) if r.status in (store.STATUS_COMPLETE, store.STATUS_FAILED)]
     if not records:
         raise FwiArgumentError(f"{d} holds no finished job store (*.zarr); run `fwi sweep CONFIG` first")
-    config = records[0].attrs.get("config") or {}
+    with_config = [r for r in records if r.attrs.get("config")]
+    with_config.sort(key=lambda r: r.status != store.STATUS_COMPLETE)
+    config = with_config[0].attrs["config"] if with_config else {}
     expected: list[Job] = []
     try:
         from fwi_cli.experiment.config import validate_config
