@@ -27,6 +27,11 @@ import typer
 
 from fwi_cli.errors import FwiArgumentError, FwiError
 
+try:  # typer >= 0.2x vendors click; older typer re-exports click's exceptions
+    from typer import TyperException as _UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException as _UsageError
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         args = ["--help"]
     try:
         rv = app(args=args, prog_name="fwi", standalone_mode=False)
-    except typer.TyperException as exc:  # bad usage: unknown option, missing argument
+    except _UsageError as exc:  # bad usage: unknown option, missing argument
         msg = " ".join(exc.format_message().split())
         typer.echo(f"fwi: error: {msg}", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)

@@ -185,13 +185,25 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that an RSS delta
+    measures what the next block of work allocates; a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMeter:
     """Peak memory of a block of work, above the level when :meth:`start` was called.
 
     CUDA: ``torch.cuda.max_memory_allocated`` after a reset, minus the allocation at start
     (method ``cuda_max_memory_allocated_above_baseline``). CPU: the process resident set
-    size sampled every ``interval`` s, minus its value at start (``rss_sampled_above_start``;
-    approximate: freed memory the allocator keeps counts as used); None where /proc is absent.
+    size sampled every ``interval`` s, minus its value at start after returning free heap pages
+    to the OS (``rss_sampled_above_start``; approximate: memory the allocator caches from
+    earlier work can be reused unseen); None where /proc is absent.
     """
 
     def __init__(self, device: torch.device, interval: float = 0.005) -> None:
@@ -209,6 +221,7 @@ class PeakMeter:
             self.baseline = torch.cuda.memory_allocated(self.device)
             self.method = "cuda_max_memory_allocated_above_baseline"
             return
+        _release_free_heap()
         rss = _rss_bytes()
         if rss is None:
             return

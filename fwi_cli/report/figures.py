@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fwi_cli.errors import FwiArgumentError
 from fwi_cli.experiment import store
@@ -145,6 +146,7 @@ def plot_convergence(run: Run, path: Path) -> Path:
     ax_loss.set_title("data misfit (loss)")
     ax_rmse.set_title("model RMSE vs true (m/s)")
     for ax in (ax_loss, ax_rmse):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     if run.complete:
@@ -281,7 +283,14 @@ def _gap(rec: store.JobRecord, anchor: store.JobRecord | None) -> tuple[str, str
         return "anchor", "anchor"
     dl = 100.0 * (rec.loss[-1] - anchor.loss[-1]) / anchor.loss[-1]
     dr = rec.rmse[-1] - anchor.rmse[-1]
-    return f"{dl:+.3f} %", f"{dr:+.2f}"
+    return _pct(dl), f"{dr:+.2f}"
+
+
+def _pct(x: float) -> str:
+    """A signed percentage: 3 decimals, or 2 significant digits when below 0.001 %."""
+    if x == 0:
+        return "0 %"
+    return f"{x:+.3f} %" if abs(x) >= 1e-3 else f"{x:+.1e} %"
 
 
 def summary_markdown(run: Run) -> str:
@@ -321,7 +330,7 @@ def summary_markdown(run: Run) -> str:
                  "of the anchor's final loss, RMSE in m/s.")
     if ca is not None and ea is not None:
         dl = 100.0 * (ea.loss[-1] - ca.loss[-1]) / ca.loss[-1]
-        lines.append(f"Between impls: {ea.label} vs {ca.label}: final loss {dl:+.3f} %, "
+        lines.append(f"Between impls: {ea.label} vs {ca.label}: final loss {_pct(dl)}, "
                      f"RMSE {ea.rmse[-1] - ca.rmse[-1]:+.2f} m/s.")
     if run.failed:
         lines += ["", "## Failed jobs", ""]
