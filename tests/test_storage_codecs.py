@@ -39,20 +39,98 @@ def test_fp32_codec_roundtrip_is_exact():
     assert torch.equal(y, x)
 
 
-def test_fp16_codec_relative_error_within_half_ulp():
-    gen = torch.Generator().manual_seed(2)
-    x = _log_uniform((4, 2, 500), 2.0**-14, 6.0e4, gen)  # fp16 normal range
-    y, parts = _roundtrip("fp16", x)
-    assert parts[0].dtype == torch.float16
-    assert torch.all((y - x).abs() <= 2.0**-11 * x.abs())
+def _fp16_assert_block_bound(x: torch.Tensor, y: torch.Tensor, exps: torch.Tensor) -> None:
+    """The fp16 codec's exponent and error bound per block, checked in float64.
+
+    For a block with absmax a > 0: 2^14 <= a 2^-e < 2^15, and for every value
+    |x - x'| <= 2^-11 |x| when |x| >= 2^(e-14), else |x - x'| <= 2^(e-25); hence relative
+    2^-11 for all |x| >= a 2^-28 and absolute a 2^-39 below that. An all-zero block has e = 0.
+    """
+    for k, sl in _int8_blocks(x):
+        xb, yb = x[..., sl].double(), y[..., sl].double()  # (T, B, w)
+        a = xb.abs().amax(-1, keepdim=True)  # (T, B, 1)
+        e = exps[..., k : k + 1].double()  # (T, B, 1)
+        top = torch.ldexp(a, -e)
+        assert torch.all((a == 0) | ((top >= 2.0**14) & (top < 2.0**15))), f"block {k}"
+        assert torch.all(e[a == 0] == 0), f"block {k}"
+        err, mag = (yb - xb).abs(), xb.abs()
+        normal = mag >= torch.ldexp(torch.ones_like(e), e - 14)
+        assert torch.all(
+            torch.where(
+                normal, err <= 2.0**-11 * mag, err <= torch.ldexp(torch.ones_like(e), e - 25)
+            )
+        )
+        assert torch.all(
+            torch.where(mag >= a * 2.0**-28, err <= 2.0**-11 * mag, err <= a * 2.0**-39)
+        )
 
 
-def test_fp16_codec_subnormals_and_saturation():
-    x = torch.tensor([1e-6, -3e-7, 7e4, -1e9, 65504.0], dtype=torch.float32).view(1, 1, 5)
-    y, _ = _roundtrip("fp16", x)
-    # below 2^-14 the fp16 spacing is 2^-24: absolute error <= 2^-25
-    assert torch.all((y[..., :2] - x[..., :2]).abs() <= 2.0**-25)
-    assert y[0, 0, 2:].tolist() == [65504.0, -65504.0, 65504.0]  # saturates, never inf
+@pytest.mark.parametrize("cells", [1, 255, 256, 257, 700])
+def test_fp16_codec_error_bound_at_any_amplitude(cells):
+    gen = torch.Generator().manual_seed(100 + cells)
+    t, b = 3, 2
+    base = _log_uniform((t, b, cells), 2.0**-45, 1.0, gen)  # spans both regimes of the bound
+    base[0, 1, ::7] = 0.0
+    for amp in (1e-12, 1.0, 1e6, 1e30):
+        x = base * amp
+        y, (codes, exps) = _roundtrip("fp16", x)
+        assert codes.dtype == torch.float16 and tuple(codes.shape) == (t, b, cells)
+        assert exps.dtype == torch.int8 and tuple(exps.shape) == (t, b, -(-cells // INT8_BLOCK))
+        assert torch.isfinite(y).all()  # never saturates, whatever the amplitude
+        _fp16_assert_block_bound(x, y, exps)
+
+
+def test_fp16_codec_never_worse_than_plain_fp16_below_2_pow_15():
+    # a block absmax a < 2^15 gives e <= 0: values normal in plain fp16 round identically,
+    # smaller ones round on a grid that contains plain fp16's subnormal grid
+    gen = torch.Generator().manual_seed(11)
+    x = _log_uniform((3, 2, 700), 1e-12, 3.0e4, gen)
+    y, (_, exps) = _roundtrip("fp16", x)
+    assert int(exps.max()) <= 0
+    plain = x.half().float()
+    assert torch.all((y - x).abs() <= (plain - x).abs())
+    normal = x.abs() >= 2.0**-14
+    assert torch.equal(y[normal], plain[normal])
+
+
+def test_fp16_codec_power_of_two_amplitude_changes_only_exponents():
+    gen = torch.Generator().manual_seed(7)
+    x = _log_uniform((2, 2, 600), 2.0**-40, 1.0, gen)
+    y, (codes, exps) = _roundtrip("fp16", x)
+    for p in (-60, 10, 60):
+        ys, (codes_s, exps_s) = _roundtrip("fp16", x * 2.0**p)
+        assert torch.equal(codes_s, codes)
+        assert torch.equal(exps_s.int(), exps.int() + p)
+        assert torch.equal(ys, y * 2.0**p)
+
+
+def test_fp16_codec_spike_with_tiny_neighbours():
+    gen = torch.Generator().manual_seed(8)
+    cells = 3 * INT8_BLOCK + 40
+    x = _log_uniform((1, 1, cells), 1e-9, 1.0, gen)  # block 0: neighbours far below the spike
+    x[0, 0, 10] = -1e6
+    # block 1: tiny values get their own exponent, not that of block 0's spike
+    x[..., INT8_BLOCK : 2 * INT8_BLOCK] = _log_uniform((1, 1, INT8_BLOCK), 1e-33, 1e-30, gen)
+    x[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK] = 0.0  # block 2: all zero
+    y, (_, exps) = _roundtrip("fp16", x)
+    _fp16_assert_block_bound(x, y, exps)
+    assert int(exps[0, 0, 0]) == 19 - 14 and int(exps[0, 0, 2]) == 0  # 2^19 <= 1e6 < 2^20
+    assert torch.equal(y[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK], torch.zeros(1, 1, INT8_BLOCK))
+    rel = (y - x).abs() / x.abs()
+    assert torch.all(rel[..., INT8_BLOCK : 2 * INT8_BLOCK] <= 2.0**-11)  # not flushed by block 0
+
+
+def test_fp16_codec_non_finite_block_stays_non_finite():
+    x = torch.linspace(-3.0, 3.0, 3 * INT8_BLOCK).view(1, 1, -1) * 1e20
+    x[0, 0, 5], x[0, 0, 6], x[0, 0, 7] = float("nan"), 1e5, 1.5  # block 0: NaN
+    x[0, 0, 300], x[0, 0, 301] = float("-inf"), 2.0  # block 1: -inf
+    y, (_, exps) = _roundtrip("fp16", x)
+    assert exps[0, 0, :2].tolist() == [0, 0]  # plain fp16 there
+    assert math.isnan(float(y[0, 0, 5]))
+    assert float(y[0, 0, 6]) == math.inf  # beyond the fp16 range of a non-finite block
+    assert float(y[0, 0, 7]) == 1.5 and float(y[0, 0, 301]) == 2.0
+    assert float(y[0, 0, 300]) == -math.inf
+    _fp16_assert_block_bound(x[..., 2 * INT8_BLOCK :], y[..., 2 * INT8_BLOCK :], exps[..., 2:])
 
 
 def test_bf16_codec_relative_error_within_half_ulp():
@@ -105,7 +183,9 @@ def test_int8_codec_zero_block_next_to_nonzero_block():
     want = torch.tensor([0.0, 3.0, 0.0, 7.0]) / 127  # fp32 division, as the codec does
     assert torch.equal(scales[0, 0], want)
     assert torch.equal(y[..., :INT8_BLOCK], x[..., :INT8_BLOCK])
-    assert torch.equal(y[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK], x[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK])
+    assert torch.equal(
+        y[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK], x[..., 2 * INT8_BLOCK : 3 * INT8_BLOCK]
+    )
     assert torch.all((y[..., -10:] - 7.0).abs() <= 7.0 * _ULP_SLACK)
 
 
@@ -135,11 +215,22 @@ def test_codec_encode_of_sub_chunk_matches_whole_chunk(name):
     assert all(torch.equal(a, b) for a, b in zip(whole, pieces, strict=True))
 
 
+@pytest.mark.parametrize("name", list(CODECS))
+def test_codec_encode_of_non_contiguous_chunk_matches_contiguous(name):
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn((300, 2, 3), generator=gen).permute(2, 1, 0)  # (3, 2, 300), cell stride 6
+    codec = get_codec(name)
+    a, b = codec.allocate(3, 2, 300, CPU), codec.allocate(3, 2, 300, CPU)
+    codec.encode(x, a)
+    codec.encode(x.contiguous(), b)
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+
+
 @pytest.mark.parametrize("cells", [0, 1, 255, 256, 1000, 4096])
 def test_ring_nbytes_formula_per_dtype(cells):
     nt, b = 7, 3
     assert ring_nbytes(nt, b, cells, "fp32") == nt * b * 4 * cells
-    assert ring_nbytes(nt, b, cells, "fp16") == nt * b * 2 * cells
+    assert ring_nbytes(nt, b, cells, "fp16") == nt * b * (2 * cells + math.ceil(cells / 256))
     assert ring_nbytes(nt, b, cells, "bf16") == nt * b * 2 * cells
     assert ring_nbytes(nt, b, cells, "int8") == nt * b * (cells + 4 * math.ceil(cells / 256))
     for name in CODECS:

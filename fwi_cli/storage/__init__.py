@@ -17,11 +17,12 @@ Tiers (``BoundaryOptions.storage``):
   into blocks, so callers choose chunk sizes freely; puts must be consecutive from step
   0. ``get`` takes any range; decreasing ranges are overlapped with compute by prefetch.
 
-Byte accounting of every store: ``nbytes`` (the stored ring, codes plus scales, in its
-tier; equals :func:`ring_nbytes`), ``device_nbytes`` (compute-device memory: all of it for
-gpu, the two staging blocks for cpu/disk), ``host_nbytes`` (host memory: the cpu tier's
-ring, the disk tier's I/O buffers). Stores are context managers; always ``close()`` them
-(the disk tier also cleans up when garbage-collected and at interpreter exit).
+Byte accounting of every store: ``nbytes`` (the stored ring, codes plus per-block scales
+or exponents, in its tier; equals :func:`ring_nbytes`), ``device_nbytes`` (compute-device
+memory: all of it for gpu, the two staging blocks for cpu/disk), ``host_nbytes`` (host
+memory: the cpu tier's ring, the disk tier's I/O buffers). Stores are context managers;
+always ``close()`` them (the disk tier also cleans up when garbage-collected and at
+interpreter exit).
 """
 
 from __future__ import annotations
