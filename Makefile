@@ -23,6 +23,9 @@ smoke:
 	$(BIN)/fwi sweep configs/smoke.yaml
 	$(BIN)/fwi report runs/smoke
 
+bench:
+	$(BIN)/python -m fwi_cli.bench --problem seed --configs c-gpu-fp32,c-gpu-int8,c-cpu-int8,c-disk-int8,eager-gpu-fp32 --json runs/bench_seed.json
+
 # nvcc compile check of the CUDA sources (no GPU needed); run by the test suite when nvcc exists.
 cuda-check:
 	$(BIN)/python -m fwi_cli.propagator.backend --cuda-check
