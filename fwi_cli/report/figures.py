@@ -238,10 +238,12 @@ def plot_memory(run: Run, path: Path) -> Path:
     jobs = run.complete
     comps = [memory_components(r) for r in jobs]
     labels = [r.label for r in jobs]
-    fig = Figure(figsize=(max(7.0, 0.9 * len(jobs) + 3), 5.5), layout="constrained")
+    fig = Figure(figsize=(max(8.0, 0.9 * len(jobs) + 4.5), 5.5), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(jobs))
     bottom = np.zeros(len(jobs))
+    totals = [sum(c[k] for _, k, _, _ in _LAYERS) for c in comps]
+    big = 0.04 * max(totals) if totals else 0.0  # label ring segments taller than this
     for name, key, colour, hatch in _LAYERS:
         vals = np.array([c[key] for c in comps]) if comps else np.zeros(0)
         if key == "ring_off" and not np.any(vals > 0):
@@ -250,7 +252,7 @@ def plot_memory(run: Run, path: Path) -> Path:
                hatch=hatch)
         if key in ("ring_device", "ring_off"):
             for i, v in enumerate(vals):
-                if v > 0:
+                if v > big:
                     ax.text(i, bottom[i] + v / 2, f"{v:.1f}", ha="center", va="center",
                             fontsize=7, color="white" if key == "ring_device" else "black")
         bottom += vals
@@ -268,7 +270,7 @@ def plot_memory(run: Run, path: Path) -> Path:
     ax.set_title(f"{run.name} · gradient memory by component "
                  f"(B={inv.get('batch_shots', '?')}, nt={grid.get('nt', '?')})")
     if jobs:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     else:
         ax.text(0.5, 0.5, "no complete job", ha="center", transform=ax.transAxes)
     ax.margins(y=0.15)
