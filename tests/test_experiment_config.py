@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from _experiment_tiny import tiny_dict, write_tiny
 
@@ -185,3 +186,10 @@ def test_problem_npy_models_resolved_next_to_the_file(tmp_path):
     cfg = load_config(p, ["model.true=m/absent.npy"])
     with pytest.raises(ConfigError, match=r"model\.true: no such \.npy file: m/absent\.npy"):
         build_problem(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_problem_cuda_without_cuda_is_error(tmp_path):
+    p = write_tiny(tmp_path, device="cuda:0")
+    with pytest.raises(ConfigError, match=rf"{p}: device: cuda:0 asked for but CUDA is not available"):
+        build_problem(load_config(p))
