@@ -16,26 +16,57 @@ namespace {
 
 constexpr int BX = 32, BY = 8;
 
+// Sizes in 32-bit ints (the host checks B * nzs * nxs < 2^31): 64-bit index arithmetic
+// costs several instructions per operation on the GPU.
 struct Grid {
-  int64_t B, nz, nx, p, nzp, nxp, nzs, nxs, plane;
+  int B, nz, nx, p, nzp, nxp, nzs, nxs, plane, n;
 };
 
 inline Grid make_grid(const Dims& d, int n) {
-  Grid g{d.b, d.nz, d.nx, d.p, d.nzp, d.nxp, d.nzp + 2 * n, d.nxp + 2 * n, 0};
+  Grid g{static_cast<int>(d.b), static_cast<int>(d.nz), static_cast<int>(d.nx), static_cast<int>(d.p),
+         static_cast<int>(d.nzp), static_cast<int>(d.nxp), static_cast<int>(d.nzp + 2 * n),
+         static_cast<int>(d.nxp + 2 * n), 0, n};
   g.plane = g.nzs * g.nxs;
+  if (static_cast<int64_t>(g.plane) * g.B >= (int64_t{1} << 31))
+    throw std::runtime_error("fwi: grid too large for 32-bit indexing on the GPU; use fewer shots per batch");
   return g;
 }
 
+__device__ __forceinline__ int sidx(int64_t padded_flat, const Grid& g) {
+  const int f = static_cast<int>(padded_flat);
+  return (f / g.nxp + g.n) * g.nxs + (f % g.nxp + g.n);
+}
+
+// Number of PML cells of one shot and the (row, col) storage coordinates of PML cell t:
+// top strip, bottom strip (p rows x nxp), then the left/right strips of the interior rows.
+__host__ __device__ __forceinline__ int pml_cells(const Grid& g) { return 2 * g.p * g.nxp + g.nz * 2 * g.p; }
+
+__device__ __forceinline__ void pml_cell(int t, const Grid& g, int* i, int* j) {
+  const int strip = g.p * g.nxp;
+  if (t < strip) {
+    *i = g.n + t / g.nxp; *j = g.n + t % g.nxp;
+  } else if (t < 2 * strip) {
+    t -= strip; *i = g.n + g.p + g.nz + t / g.nxp; *j = g.n + t % g.nxp;
+  } else {
+    t -= 2 * strip;
+    const int r = t / (2 * g.p), c = t % (2 * g.p);
+    *i = g.n + g.p + r;
+    *j = c < g.p ? g.n + c : g.n + g.p + g.nx + (c - g.p);
+  }
+}
+
 // ------------------------------------------------------------------ forward kernels
+// psi in the PML strips: psi = b psi + a D u (reads u at neighbours, psi locally).
 template <int N>
 __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __restrict__ psix,
                       float* __restrict__ psiz, const float* __restrict__ ax, const float* __restrict__ bx,
                       const float* __restrict__ az, const float* __restrict__ bz) {
-  const int64_t j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
-  if (j >= g.nxp + N || i >= g.nzp + N) return;
+  const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (t >= pml_cells(g)) return;
+  int i, j;
+  pml_cell(t, g, &i, &j);
+  const int k = b * g.plane + i * g.nxs + j;
   const float a_x = ax[j], a_z = az[i];
-  if (a_x == 0.f && a_z == 0.f) return;
-  const int64_t k = b * g.plane + i * g.nxs + j;
   if (a_x != 0.f) psix[k] = bx[j] * psix[k] + a_x * d1<N>(u + k, 1, w, N, N);
   if (a_z != 0.f) psiz[k] = bz[i] * psiz[k] + a_z * d1<N>(u + k, g.nxs, w, N, N);
 }
@@ -46,9 +77,9 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
                        float* __restrict__ ring, float* __restrict__ lap) {
-  const int64_t j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
+  const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int64_t k = b * g.plane + i * g.nxs + j;
+  const int k = b * g.plane + i * g.nxs + j;
   const float a_x = ax[j], a_z = az[i];
   float Ax = d2<N>(u + k, 1, w, N, N);
   float Az = d2<N>(u + k, g.nxs, w, N, N);
@@ -66,12 +97,11 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
   const float L = ((Ax + Az) + zx) + zz;
   const float uk = u[k];
   up[k] = (2.f * uk - up[k]) + V[i * g.nxs + j] * L;
-  // interior coordinates (may be negative / beyond: PML)
-  const int64_t zi = i - N - g.p, xi = j - N - g.p;
+  const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
   if (lap && zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) lap[(b * g.nz + zi) * g.nx + xi] = L;
   if (ring) {
-    const int64_t C = 2 * N * (g.nz + g.nx), tb = N * g.nx;
-    int64_t q = -1;
+    const int C = 2 * N * (g.nz + g.nx), tb = N * g.nx;
+    int q = -1;
     if (xi >= 0 && xi < g.nx) {
       if (zi >= -N && zi < 0) q = (zi + N) * g.nx + xi;
       else if (zi >= g.nz && zi < g.nz + N) q = tb + (zi - g.nz) * g.nx + xi;
@@ -83,63 +113,57 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
   }
 }
 
-__global__ void k_srcrec(Grid g, int n_half, const float* __restrict__ V, float* __restrict__ unew,
+// source into u^{n+1}, then the record samples it
+__global__ void k_srcrec(Grid g, const float* __restrict__ V, float* __restrict__ unew,
                          const int64_t* __restrict__ src, const int64_t* __restrict__ rec,
-                         const float* __restrict__ wavelet, float* __restrict__ record, int64_t nt, int64_t nrec,
-                         int64_t n) {
-  const int64_t b = blockIdx.x;
+                         const float* __restrict__ wavelet, float* __restrict__ record, int nt, int nrec, int n) {
+  const int b = blockIdx.x;
   if (threadIdx.x == 0) {
-    const int64_t ks = storage_index(src[b], g.nxp, g.nxs, n_half);
+    const int ks = sidx(src[b], g);
     unew[b * g.plane + ks] += V[ks] * wavelet[b * nt + n];
   }
   __syncthreads();
-  for (int64_t r = threadIdx.x; r < nrec; r += blockDim.x)
-    record[(b * nt + n) * nrec + r] = unew[b * g.plane + storage_index(rec[b * nrec + r], g.nxp, g.nxs, n_half)];
+  for (int r = threadIdx.x; r < nrec; r += blockDim.x)
+    record[(static_cast<int64_t>(b) * nt + n) * nrec + r] = unew[b * g.plane + sidx(rec[b * nrec + r], g)];
 }
 
 // ------------------------------------------------------------------ backward kernels
-__global__ void k_adjsrc(Grid g, int n_half, float* __restrict__ lam, const int64_t* __restrict__ rec,
-                         const float* __restrict__ grad_record, int64_t nt, int64_t nrec, int64_t n) {
-  const int64_t b = blockIdx.y;
-  for (int64_t r = blockIdx.x * blockDim.x + threadIdx.x; r < nrec; r += gridDim.x * blockDim.x)
-    atomicAdd(&lam[b * g.plane + storage_index(rec[b * nrec + r], g.nxp, g.nxs, n_half)],
-              grad_record[(b * nt + n) * nrec + r]);
-}
-
+// adjoint source of record[n] into lam^{n+1}; ring(u^n) into the reconstruction frame
 template <int N>
-__global__ void k_ringload(Grid g, const float* __restrict__ ring, float* __restrict__ ub) {
-  const int64_t C = 2 * N * (g.nz + g.nx), b = blockIdx.y;
-  const int64_t hx = g.nx + 2 * N, hplane = (g.nz + 2 * N) * hx;
-  for (int64_t q = blockIdx.x * blockDim.x + threadIdx.x; q < C; q += gridDim.x * blockDim.x) {
-    int64_t r, c;
-    ring_cell(q, N, g.nz, g.nx, N, &r, &c);
-    ub[b * hplane + r * hx + c] = ring[b * C + q];
+__global__ void k_adjsrc_ring(Grid g, float* __restrict__ lam, const int64_t* __restrict__ rec,
+                              const float* __restrict__ grad_record, int nt, int nrec, int n,
+                              const float* __restrict__ ring, float* __restrict__ ub) {
+  const int b = blockIdx.y, t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < nrec) {
+    atomicAdd(&lam[b * g.plane + sidx(rec[b * nrec + t], g)],
+              grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]);
+    return;
   }
+  if (!ring) return;
+  const int q = t - nrec, C = 2 * N * (g.nz + g.nx);
+  if (q >= C) return;
+  const int hx = g.nx + 2 * N, hplane = (g.nz + 2 * N) * hx;
+  int64_t r, c;
+  ring_cell(q, N, g.nz, g.nx, N, &r, &c);
+  ub[b * hplane + static_cast<int>(r) * hx + static_cast<int>(c)] = ring[b * C + q];
 }
 
-template <int N>
-__device__ __forceinline__ float abx(const float* V, const float* lam, const float* ax, const float* zx, int64_t k,
-                                     int64_t kv, int64_t j) {
-  return abar(V[kv] * lam[k], ax[j], zx[k]);
-}
-
-// Gradient (+ reconstruction) on interior cells; pass 1 of the adjoint on PML cells.
+// Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells.
 template <int N>
 __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restrict__ V,
                           const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
                           const float* __restrict__ zx, const float* __restrict__ zz, const float* __restrict__ ax,
                           const float* __restrict__ az, float* __restrict__ grad, float* __restrict__ ua,
                           const float* __restrict__ ub, const float* __restrict__ lap,
-                          const int64_t* __restrict__ src, const float* __restrict__ wavelet, int64_t nt,
-                          int64_t n) {
-  const int64_t j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
+                          const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt, int n) {
+  const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int64_t k = b * g.plane + i * g.nxs + j, kv = i * g.nxs + j;
-  const int64_t zi = i - N - g.p, xi = j - N - g.p;
+  const int k = b * g.plane + i * g.nxs + j, kv = i * g.nxs + j;
+  const int zi = i - N - g.p, xi = j - N - g.p;
   if (zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) {
     float L;
-    const int64_t hx = g.nx + 2 * N;
-    const int64_t kh = b * (g.nz + 2 * N) * hx + (zi + N) * hx + (xi + N);
+    const int hx = g.nx + 2 * N;
+    const int kh = b * (g.nz + 2 * N) * hx + (zi + N) * hx + (xi + N);
     if (boundary) {
       L = (d2<N>(ub + kh, 1, w, N, N) + d2<N>(ub + kh, hx, w, N, N)) + 0.f;
     } else {
@@ -149,7 +173,7 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
     float gsum = lk * L;
     float unew = 0.f;
     if (boundary) unew = (2.f * ub[kh] + V[kv] * L) - ua[kh];
-    if (storage_index(src[b], g.nxp, g.nxs, N) == kv) {
+    if (sidx(src[b], g) == kv) {
       const float f = wavelet[b * nt + n];
       gsum += lk * f;
       if (boundary) unew += V[kv] * f;
@@ -171,7 +195,7 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
   }
   if (a_z != 0.f) {
     float acc = 0.f;
-    const int64_t s = g.nxs;
+    const int s = g.nxs;
 #pragma unroll
     for (int q = 1; q <= N; ++q) {
       const float hi = az[i + q] != 0.f ? abar(V[kv + q * s] * lam[k + q * s], az[i + q], zz[k + q * s]) : 0.f;
@@ -182,39 +206,87 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
   }
 }
 
+// Adjoint pass 2 on every cell, shared-memory tiles: Abar_x (x halo), Abar_z (z halo),
+// a_x pbar_x and a_z pbar_z (PML blocks only). In blocks whose stencil reaches no PML cell,
+// Abar = V lam and the pbar terms vanish: no CPML array is read there.
 template <int N>
-__global__ void k_adj_main(Grid g, Weights w, const float* __restrict__ V, const float* __restrict__ lam,
-                           float* __restrict__ lp, const float* __restrict__ px, const float* __restrict__ pz,
-                           const float* __restrict__ zx, const float* __restrict__ zz, const float* __restrict__ ax,
-                           const float* __restrict__ az) {
-  const int64_t j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
+__global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const float* __restrict__ V,
+                                                      const float* __restrict__ lam, float* __restrict__ lp,
+                                                      const float* __restrict__ px, const float* __restrict__ pz,
+                                                      const float* __restrict__ zx, const float* __restrict__ zz,
+                                                      const float* __restrict__ ax, const float* __restrict__ az) {
+  __shared__ float sAx[BY][BX + 2 * N], sAz[BY + 2 * N][BX], sPx[BY][BX + 2 * N], sPz[BY + 2 * N][BX];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, b = blockIdx.z;
+  const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N;  // storage coords of the tile origin
+  const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
+  const bool inner = (j0 - N >= xlo) && (j0 + BX - 1 + N < xhi) && (i0 - N >= zlo) && (i0 + BY - 1 + N < zhi);
+  const float* lamb = lam + b * g.plane;
+  // x-halo tiles
+  for (int e = tid; e < BY * (BX + 2 * N); e += BX * BY) {
+    const int r = e / (BX + 2 * N), c = e % (BX + 2 * N);
+    const int i = i0 + r, j = j0 - N + c;
+    float A = 0.f, P = 0.f;
+    if (i < g.nzs && j < g.nxs) {
+      const int kk = i * g.nxs + j;
+      const float gk = V[kk] * lamb[kk];
+      if (inner) {
+        A = gk;
+      } else {
+        const float a = ax[j];
+        A = abar(gk, a, zx[b * g.plane + kk]);
+        P = a * px[b * g.plane + kk];
+      }
+    }
+    sAx[r][c] = A;
+    sPx[r][c] = P;
+  }
+  // z-halo tiles
+  for (int e = tid; e < (BY + 2 * N) * BX; e += BX * BY) {
+    const int r = e / BX, c = e % BX;
+    const int i = i0 - N + r, j = j0 + c;
+    float A = 0.f, P = 0.f;
+    if (i < g.nzs && j < g.nxs) {
+      const int kk = i * g.nxs + j;
+      const float gk = V[kk] * lamb[kk];
+      if (inner) {
+        A = gk;
+      } else {
+        const float a = az[i];
+        A = abar(gk, a, zz[b * g.plane + kk]);
+        P = a * pz[b * g.plane + kk];
+      }
+    }
+    sAz[r][c] = A;
+    sPz[r][c] = P;
+  }
+  __syncthreads();
+  const int j = j0 + tx, i = i0 + ty;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int64_t k = b * g.plane + i * g.nxs + j, kv = i * g.nxs + j, s = g.nxs;
-  float sx = w.c2[0] * abar(V[kv] * lam[k], ax[j], zx[k]);
-  float sz = w.c2[0] * abar(V[kv] * lam[k], az[i], zz[k]);
+  float sx = w.c2[0] * sAx[ty][tx + N];
+  float sz = w.c2[0] * sAz[ty + N][tx];
   float qx = 0.f, qz = 0.f;
 #pragma unroll
   for (int q = 1; q <= N; ++q) {
-    sx += w.c2[q] * (abar(V[kv + q] * lam[k + q], ax[j + q], zx[k + q]) +
-                     abar(V[kv - q] * lam[k - q], ax[j - q], zx[k - q]));
-    sz += w.c2[q] * (abar(V[kv + q * s] * lam[k + q * s], az[i + q], zz[k + q * s]) +
-                     abar(V[kv - q * s] * lam[k - q * s], az[i - q], zz[k - q * s]));
-    qx += w.c1[q] * (ax[j + q] * px[k + q] - ax[j - q] * px[k - q]);
-    qz += w.c1[q] * (az[i + q] * pz[k + q * s] - az[i - q] * pz[k - q * s]);
+    sx += w.c2[q] * (sAx[ty][tx + N + q] + sAx[ty][tx + N - q]);
+    sz += w.c2[q] * (sAz[ty + N + q][tx] + sAz[ty + N - q][tx]);
+    qx += w.c1[q] * (sPx[ty][tx + N + q] - sPx[ty][tx + N - q]);
+    qz += w.c1[q] * (sPz[ty + N + q][tx] - sPz[ty + N - q][tx]);
   }
+  const int k = b * g.plane + i * g.nxs + j;
   lp[k] = (2.f * lam[k] - lp[k]) + ((sx + sz) - (qx + qz));
 }
 
-__global__ void k_p3(Grid g, int n_half, const float* __restrict__ V, const float* __restrict__ lam,
-                     float* __restrict__ px, float* __restrict__ pz, float* __restrict__ zx, float* __restrict__ zz,
+// Adjoint pass 3 on the PML strips: zbar, pbar carried to the previous step.
+__global__ void k_p3(Grid g, const float* __restrict__ V, const float* __restrict__ lam, float* __restrict__ px,
+                     float* __restrict__ pz, float* __restrict__ zx, float* __restrict__ zz,
                      const float* __restrict__ ax, const float* __restrict__ bx, const float* __restrict__ az,
                      const float* __restrict__ bz) {
-  const int64_t N = n_half;
-  const int64_t j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
-  if (j >= g.nxp + N || i >= g.nzp + N) return;
+  const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (t >= pml_cells(g)) return;
+  int i, j;
+  pml_cell(t, g, &i, &j);
+  const int k = b * g.plane + i * g.nxs + j;
   const float a_x = ax[j], a_z = az[i];
-  if (a_x == 0.f && a_z == 0.f) return;
-  const int64_t k = b * g.plane + i * g.nxs + j;
   const float gk = V[i * g.nxs + j] * lam[k];
   if (a_x != 0.f) {
     zx[k] = bx[j] * (zx[k] + gk);
@@ -235,20 +307,23 @@ template <int N>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
-  const int64_t C = 2 * N * (g.nz + g.nx);
+  const dim3 pgrid((pml_cells(g) + 255) / 256, g.B);
+  const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   float* u = a.u;
   float* up = a.uprev;
   const int rthreads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ((a.nrec + 31) / 32) * 32)));
   for (int64_t s = 0; s < a.nsteps; ++s) {
-    const int64_t n = a.n0 + s;
-    k_psi<N><<<grid, block, 0, st>>>(g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz);
-    check_launch();
+    const int n = static_cast<int>(a.n0 + s);
+    if (g.p > 0) {
+      k_psi<N><<<pgrid, 256, 0, st>>>(g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz);
+      check_launch();
+    }
     k_main<N><<<grid, block, 0, st>>>(g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz,
                                       a.ring ? a.ring + s * g.B * C : nullptr,
-                                      a.lap ? a.lap + s * g.B * g.nz * g.nx : nullptr);
+                                      a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr);
     check_launch();
-    k_srcrec<<<static_cast<unsigned>(g.B), rthreads, 0, st>>>(g, N, a.v2dt2, up, a.src, a.rec, a.wavelet, a.record,
-                                                              a.nt, a.nrec, n);
+    k_srcrec<<<static_cast<unsigned>(g.B), rthreads, 0, st>>>(g, a.v2dt2, up, a.src, a.rec, a.wavelet, a.record,
+                                                              static_cast<int>(a.nt), static_cast<int>(a.nrec), n);
     check_launch();
     std::swap(u, up);
   }
@@ -258,29 +333,30 @@ template <int N>
 void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
-  const int64_t C = 2 * N * (g.nz + g.nx);
+  const dim3 pgrid((pml_cells(g) + 255) / 256, g.B);
+  const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   float* lam = a.lam;
   float* lp = a.lamprev;
   float* ua = a.ua;
   float* ub = a.ub;
-  const dim3 rgrid(static_cast<unsigned>((a.nrec + 255) / 256), static_cast<unsigned>(g.B));
-  const dim3 cgrid(static_cast<unsigned>((C + 255) / 256), static_cast<unsigned>(g.B));
+  const int64_t small = a.nrec + (a.boundary ? C : 0);
+  const dim3 sgrid(static_cast<unsigned>((small + 255) / 256), static_cast<unsigned>(g.B));
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
-    const int64_t n = a.n0 + s;
-    k_adjsrc<<<rgrid, 256, 0, st>>>(g, N, lam, a.rec, a.grad_record, a.nt, a.nrec, n);
+    const int n = static_cast<int>(a.n0 + s);
+    k_adjsrc_ring<N><<<sgrid, 256, 0, st>>>(g, lam, a.rec, a.grad_record, static_cast<int>(a.nt),
+                                            static_cast<int>(a.nrec), n,
+                                            a.boundary ? a.ring + s * g.B * C : nullptr, ub);
     check_launch();
-    if (a.boundary) {
-      k_ringload<N><<<cgrid, 256, 0, st>>>(g, a.ring + s * g.B * C, ub);
-      check_launch();
-    }
     k_grad_p1<N><<<grid, block, 0, st>>>(g, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az,
-                                         a.grad, ua, ub, a.lap ? a.lap + s * g.B * g.nz * g.nx : nullptr, a.src,
-                                         a.wavelet, a.nt, n);
+                                         a.grad, ua, ub, a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr,
+                                         a.src, a.wavelet, static_cast<int>(a.nt), n);
     check_launch();
     k_adj_main<N><<<grid, block, 0, st>>>(g, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
     check_launch();
-    k_p3<<<grid, block, 0, st>>>(g, N, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz);
-    check_launch();
+    if (g.p > 0) {
+      k_p3<<<pgrid, 256, 0, st>>>(g, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz);
+      check_launch();
+    }
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
   }

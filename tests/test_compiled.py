@@ -138,10 +138,16 @@ def test_compiled_finite_difference_directional_derivative(crop):
     assert abs(fd - an) / abs(an) < 1e-2
 
 
-@pytest.mark.parametrize("storage", ["gpu", "cpu", "disk"])
+@pytest.fixture(scope="module")
+def gpu_tier_runs(crop):
+    """Record and gradient of the gpu tier for every ring dtype (the reference of each tier)."""
+    return {d: _run("c", "boundary", crop[1], dtype=d)[:2] for d in ("fp32", "fp16", "bf16", "int8")}
+
+
+@pytest.mark.parametrize("storage", ["cpu", "disk"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16", "int8"])
-def test_compiled_every_tier_and_dtype(crop, storage, dtype, rel_l2, cosine, tmp_path):
-    r32, g32, _ = _run("c", "boundary", crop[1])
+def test_compiled_every_tier_and_dtype(crop, gpu_tier_runs, storage, dtype, tmp_path):
+    """Each tier returns exactly what the gpu tier of the same dtype returns; disk leaves nothing."""
     nz, nx = crop[1].shape
     mem = MemoryOptions("boundary", BoundaryOptions(storage=storage, storage_dtype=dtype, transfer_interval=8,
                                                     disk_dir=str(tmp_path)))
@@ -149,15 +155,46 @@ def test_compiled_every_tier_and_dtype(crop, storage, dtype, rel_l2, cosine, tmp
     vv = torch.tensor(crop[1], requires_grad=True)
     src, rec = _geometry(nx)
     r = p(_wavelet(), src, rec, [vv])
-    assert torch.equal(r.detach(), r32)  # forward data bit-identical across tiers and dtypes
     (0.5 * r.pow(2).sum()).backward()
-    tol = {"fp32": 0.0, "fp16": 2e-5, "bf16": 2e-4, "int8": 1e-3}[dtype]
-    if dtype == "fp32":
-        assert torch.equal(vv.grad, g32)
-    else:
-        assert rel_l2(vv.grad, g32) <= tol
-        assert cosine(vv.grad, g32) > 0.999
+    r_ref, g_ref = gpu_tier_runs[dtype]
+    assert torch.equal(r.detach(), r_ref)
+    assert torch.equal(vv.grad, g_ref)
     assert list(tmp_path.iterdir()) == []  # disk tier leaves nothing behind
+
+
+def test_compiled_forward_identical_across_dtypes_and_lossy_gradient_close(gpu_tier_runs, cosine):
+    r32, g32 = gpu_tier_runs["fp32"]
+    for dtype in ("fp16", "bf16", "int8"):
+        r, g = gpu_tier_runs[dtype]
+        assert torch.equal(r, r32)  # only the stored ring is lossy
+        assert cosine(g, g32) > 0.9999
+
+
+@pytest.mark.slow
+def test_compiled_lossy_gradient_accuracy_on_seed_problem(rel_l2):
+    """Lossy ring vs fp32 on the seed problem (141 x 681, nt 2000, PML 50), one shot.
+
+    Thresholds of the storage issue (relative L2 of the gradient): fp16 <= 2e-5,
+    bf16 <= 2e-4, int8 <= 1e-3 (measured on the H200 with 8 shots: 8.6e-6 / 7.3e-5 / 4.6e-4).
+    """
+    from fwi_cli import bench
+
+    p = bench.make_problem("seed")
+    dev = torch.device("cpu")
+    idx = np.array([7])
+    obs = Propagator(Acoustic(dev, 4), p.shape, p.dh, p.dt, p.nt, pml_width=p.pml, impl="c")
+    with torch.no_grad():
+        observed = obs(p.wavelet, p.sources[idx], p.receivers[idx], [torch.tensor(p.vp_true)])
+    grads = {}
+    for dtype in ("fp32", "fp16", "bf16", "int8"):
+        solver = Propagator(Acoustic(dev, 4), p.shape, p.dh, p.dt, p.nt, pml_width=p.pml, impl="c",
+                            memory=bench.memory_options("gpu", dtype))
+        vp = torch.tensor(p.vp_init, requires_grad=True)
+        (solver(p.wavelet, p.sources[idx], p.receivers[idx], [vp]) - observed).pow(2).mean().backward()
+        grads[dtype] = vp.grad
+    assert rel_l2(grads["fp16"], grads["fp32"]) <= 2e-5
+    assert rel_l2(grads["bf16"], grads["fp32"]) <= 2e-4
+    assert rel_l2(grads["int8"], grads["fp32"]) <= 1e-3
 
 
 def test_compiled_missing_compiler_gives_clear_error(monkeypatch):
@@ -192,14 +229,12 @@ def test_compiled_cuda_matches_eager_and_cpu(crop, eager_ref, order, strategy, r
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("storage", ["gpu", "cpu", "disk"])
+@pytest.mark.parametrize("storage", ["cpu", "disk"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16", "int8"])
-def test_compiled_cuda_every_tier_and_dtype(crop, storage, dtype, rel_l2, cosine, tmp_path):
+def test_compiled_cuda_every_tier_and_dtype(crop, storage, dtype, cosine):
     r32, g32, _ = _run("c", "boundary", crop[1], device="cuda")
+    r_ref, g_ref, _ = _run("c", "boundary", crop[1], device="cuda", dtype=dtype)
     r, g, p = _run("c", "boundary", crop[1], device="cuda", storage=storage, dtype=dtype)
-    assert torch.equal(r, r32)
-    if dtype == "fp32":
-        assert torch.equal(g, g32)
-    else:
-        assert rel_l2(g, g32) <= {"fp16": 2e-5, "bf16": 2e-4, "int8": 1e-3}[dtype]
-        assert cosine(g, g32) > 0.999
+    assert torch.equal(r, r32) and torch.equal(r, r_ref)
+    assert torch.equal(g, g_ref)
+    assert cosine(g, g32) > 0.9999
