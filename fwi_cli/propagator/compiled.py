@@ -24,6 +24,7 @@ from fwi_cli.propagator import backend
 from fwi_cli.propagator.grid import scaled_weights
 
 GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
+HOST_CHUNK = 32  # steps per kernel call for the cpu/disk tiers (they move K-step blocks inside)
 
 
 class _Problem:
@@ -53,7 +54,7 @@ class _Problem:
 
     def chunk_steps(self, memory) -> int:
         if memory.strategy == "boundary" and memory.boundary.storage != "gpu":
-            return int(memory.boundary.transfer_interval)
+            return max(int(memory.boundary.transfer_interval), HOST_CHUNK)
         return GPU_CHUNK
 
     def interior(self, f: torch.Tensor) -> torch.Tensor:
