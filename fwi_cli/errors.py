@@ -34,3 +34,16 @@ class StorageError(FwiError, OSError):
 
 class JobFailedError(FwiError, RuntimeError):
     """An inversion job failed (for example a non-finite loss)."""
+
+
+class DeviceMemoryError(FwiError, MemoryError):
+    """The compute device (or the host) ran out of memory; the message gives the estimated
+    need of the call and what to change (smaller batch, cpu/disk tier, int8)."""
+
+
+class RunLockedError(FwiError, RuntimeError):
+    """Another fwi process is writing the same run directory."""
+
+
+class FwiWarning(UserWarning):
+    """A result may be inaccurate (for example too few grid points per wavelength)."""

@@ -43,7 +43,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class _Section(BaseModel):
     """Base of every schema section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -176,7 +176,7 @@ class ExperimentConfig(_Section):
     name: str
     output_dir: str = "runs"
     device: str = "auto"
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     model: ModelSection = ModelSection()
     grid: GridSection = GridSection()
     source: SourceSection = SourceSection()
@@ -235,14 +235,24 @@ _Loader.yaml_implicit_resolvers = {
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """Parse YAML text; a syntax error becomes a ConfigError naming ``where`` and the line."""
+    """Parse YAML text; any failure becomes a ConfigError naming ``where`` (and the line
+    when the parser knows it).
+
+    Besides syntax errors this covers values an explicit tag cannot convert (``!!float abc``,
+    ``!!bool maybe``, ``!!timestamp x``) and nesting too deep to parse.
+    """
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: {line}invalid YAML ({problem})") from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [""])[0]
+        msg = f"{where}: {line}invalid YAML ({problem})"
+    except RecursionError:
+        msg = f"{where}: invalid YAML (nested too deeply to read)"
+    except Exception as exc:  # a constructor of a tagged value (ValueError, KeyError, ...)
+        msg = f"{where}: invalid YAML (a tagged value cannot be converted: {type(exc).__name__}: {exc})"
+    raise ConfigError(msg)
 
 
 # --------------------------------------------------------------------------- overrides
@@ -313,8 +323,9 @@ def _message(err: dict) -> str:
     msg = msg[:1].lower() + msg[1:]
     msg = msg.replace("input should be ", "must be ")
     if "input" in err and "(got" not in msg and kind not in ("model_type", "dict_type"):
-        msg += f" (got {err['input']!r})"
-    return msg
+        got = repr(err["input"])
+        msg += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
+    return msg if len(msg) <= 200 else msg[:197] + "..."
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -413,8 +424,12 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """
     p = Path(path)
     where = str(path)
-    if not p.is_file():
-        why = "is a directory" if p.is_dir() else "no such file"
+    try:
+        missing = not p.is_file()
+        why = ("is a directory" if p.is_dir() else "no such file") if missing else ""
+    except (OSError, ValueError) as exc:  # a name too long, an embedded NUL, ...
+        missing, why = True, str(exc)
+    if missing:
         raise ConfigError(f"{where}: cannot read the experiment file ({why})")
     try:
         text = p.read_text(encoding="utf-8")

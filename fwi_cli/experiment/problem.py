@@ -10,15 +10,21 @@ Exactly as the seed page builds it (DESIGN §6):
   the same spread for every shot;
 * wavelet ``ricker(t - delay, freq)`` with ``t = arange(nt, float32) * dt``.
 
-Everything that depends on the model size (crop, depths, source span, CFL) is checked
-here and reported as a :class:`~fwi_cli.errors.ConfigError` naming the file and key.
+Everything that depends on the model size (crop, depths, source span, CFL), the .npy files
+(missing, unreadable, not a 2D numeric array, NaN/Inf or non-positive velocities), the
+wavelet (peak frequency above Nyquist, delay past the record) and the size of the observed
+record (more than the host's memory) is checked here and reported as a
+:class:`~fwi_cli.errors.ConfigError` naming the file and key. Too few grid points per
+wavelength is a :class:`~fwi_cli.errors.FwiWarning` (also kept in ``Problem.warnings``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,7 @@ import torch
 
 from fwi_cli.datasets import MARMOUSI_DH, load_marmousi
 from fwi_cli.equations import Acoustic
-from fwi_cli.errors import ConfigError
+from fwi_cli.errors import ConfigError, FwiWarning
 from fwi_cli.experiment.config import ExperimentConfig
 from fwi_cli.experiment.matrix import Job
 from fwi_cli.propagator import BoundaryOptions, MemoryOptions, Propagator
@@ -46,6 +52,7 @@ class Problem:
         sources: (nshots, 2) int64 [x, z].  receivers: (nshots, nrec, 2) int64 [x, z].
         wavelet: (nt,) float32.
         device: compute device.
+        warnings: messages of the FwiWarnings raised while building it.
     """
 
     vp_true: np.ndarray
@@ -59,6 +66,7 @@ class Problem:
     receivers: np.ndarray
     wavelet: np.ndarray
     device: torch.device
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -107,11 +115,20 @@ def _load_one(cfg: ExperimentConfig, key: str) -> np.ndarray:
         path = _find_file(cfg, key, value)
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise cfg.error(f"model.{key}", f"cannot read {path} as a .npy array ({exc})") from None
+        except Exception as exc:  # not .npy, truncated, pickled objects, unreadable
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise cfg.error(f"model.{key}", f"cannot read {path} as a .npy array ({why}); "
+                            "save the model with numpy.save") from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            if hasattr(arr, "close"):
+                arr.close()
+            raise cfg.error(f"model.{key}", f"{path} is an .npz archive, not one .npy array; "
+                            "save the (nz, nx) model with numpy.save")
         if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-            raise cfg.error(f"model.{key}", f"{path} must hold a 2D (nz, nx) numeric array, "
+            raise cfg.error(f"model.{key}", f"{path} must hold a 2D (nz, nx) real numeric array, "
                             f"got shape {arr.shape} dtype {arr.dtype}")
+        if min(arr.shape) < 1:
+            raise cfg.error(f"model.{key}", f"{path} holds an empty array of shape {arr.shape}")
     arr = np.asarray(arr, dtype=np.float32)[:: m.decimate, :: m.decimate]
     if m.crop is not None:
         z0, z1, x0, x1 = m.crop
@@ -121,9 +138,50 @@ def _load_one(cfg: ExperimentConfig, key: str) -> np.ndarray:
                             f"of (nz, nx) = ({nz}, {nx})")
         arr = arr[z0:z1, x0:x1]
     arr = arr.copy()
-    if not np.all(np.isfinite(arr)) or float(arr.min()) <= 0:
-        raise cfg.error(f"model.{key}", "velocities must be finite and positive (m/s)")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        z, x = (int(i) for i in np.argwhere(bad)[0])
+        raise cfg.error(f"model.{key}", f"velocities must be finite (m/s): {int(bad.sum())} "
+                        f"NaN/Inf value(s), the first at [z, x] = [{z}, {x}]")
+    if float(arr.min()) <= 0:
+        z, x = (int(i) for i in np.unravel_index(int(np.argmin(arr)), arr.shape))
+        raise cfg.error(f"model.{key}", f"velocities must be positive (m/s): min "
+                        f"{float(arr.min()):g} at [z, x] = [{z}, {x}]")
     return arr
+
+
+def _host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_sizes(cfg: ExperimentConfig) -> None:
+    """Refuse an observed record larger than the host's memory (before allocating it)."""
+    acq, g = cfg.acquisition, cfg.grid
+    need = acq.nshots * acq.nrec * (4 * g.nt + 16)  # the record and the receiver indices
+    have = _host_memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"{cfg.path}: acquisition.nshots x grid.nt x acquisition.nrec = {acq.nshots} x "
+            f"{g.nt} x {acq.nrec}: the observed record needs {need / 2**30:.3g} GiB, more than "
+            f"this machine's {have / 2**30:.3g} GiB of memory; use fewer shots, steps or receivers"
+        )
+
+
+def _check_wavelet(cfg: ExperimentConfig) -> None:
+    g, src = cfg.grid, cfg.source
+    nyquist = 0.5 / g.dt
+    bad = []
+    if src.freq >= nyquist:
+        bad.append(f"source.freq: {src.freq:g} Hz is at or above the Nyquist frequency "
+                   f"1/(2 grid.dt) = {nyquist:g} Hz; lower it or lower grid.dt")
+    if src.delay >= g.nt * g.dt:
+        bad.append(f"source.delay: {src.delay:g} s is past the end of the record "
+                   f"(grid.nt x grid.dt = {g.nt * g.dt:g} s)")
+    if bad:
+        raise ConfigError(f"{cfg.path}: " + "; ".join(bad))
 
 
 def build_problem(cfg: ExperimentConfig, device: torch.device | None = None) -> Problem:
@@ -134,9 +192,16 @@ def build_problem(cfg: ExperimentConfig, device: torch.device | None = None) -> 
         device: overrides ``cfg.device`` when given.
 
     Raises:
-        ConfigError: a file is missing, the crop or a depth lies outside the model, sources
-            fall outside it, the models differ in shape, or dt violates the CFL limit.
+        ConfigError: a file is missing or not a 2D array of finite positive velocities,
+            the crop or a depth lies outside the model, sources fall outside it, the models
+            differ in shape, dt violates the CFL limit, the wavelet is above Nyquist or
+            delayed past the record, or the observed record would not fit in memory.
+
+    Warns:
+        FwiWarning: too few grid points per wavelength (the message gives the figure).
     """
+    _check_sizes(cfg)
+    _check_wavelet(cfg)
     vp_true = _load_one(cfg, "true")
     vp_init = _load_one(cfg, "init")
     if vp_true.shape != vp_init.shape:
@@ -156,6 +221,8 @@ def build_problem(cfg: ExperimentConfig, device: torch.device | None = None) -> 
     if bad:
         raise ConfigError(f"{cfg.path}: " + "; ".join(bad))
     dh = (cfg.model.dh or MARMOUSI_DH) * cfg.model.decimate
+    if not np.isfinite(dh):
+        raise cfg.error("model.dh", f"model.dh x model.decimate = {dh:g} m is not a usable spacing")
     vmax = float(max(vp_true.max(), vp_init.max()))
     limit = fd_grid.cfl_limit(g.spatial_order, dh, vmax)
     if g.dt > limit:
@@ -168,11 +235,22 @@ def build_problem(cfg: ExperimentConfig, device: torch.device | None = None) -> 
     )
     t = np.arange(g.nt, dtype=np.float32) * g.dt
     wavelet = ricker(t - cfg.source.delay, f=cfg.source.freq)
+    if not np.all(np.isfinite(wavelet)) or not np.any(wavelet):
+        raise cfg.error("source", f"the Ricker wavelet (freq {cfg.source.freq:g} Hz, delay "
+                        f"{cfg.source.delay:g} s) is zero or not finite on this time axis")
+    vmin = float(min(vp_true.min(), vp_init.min()))
+    notes = []
+    msg = fd_grid.dispersion_warning(g.spatial_order, dh, vmin,
+                                     fd_grid.useful_max_frequency(wavelet, g.dt))
+    if msg is not None:
+        notes.append(f"{cfg.path}: {msg}")
+        warnings.warn(notes[-1], FwiWarning, stacklevel=2)
     return Problem(
         vp_true=vp_true, vp_init=vp_init, dh=float(dh), dt=g.dt, nt=g.nt,
         spatial_order=g.spatial_order, pml_width=g.pml_width, sources=sources,
         receivers=receivers, wavelet=wavelet,
         device=device if device is not None else resolve_device(cfg.device, cfg.path),
+        warnings=notes,
     )
 
 

@@ -26,6 +26,12 @@ Discretisation (both impls compute exactly this operator, float32):
   into the PML (0 in the interior). In the interior a = 0, so an interior cell's update
   reads only the wavefield within N cells: the "ring" of N PML layers around the interior.
 * Stability (von Neumann, no PML): dt <= 2 dh / (vmax sqrt(2 S)), S = -c0 - 2 sum_k c_k (-1)^k.
+* Dispersion (a warning, not an error): G = vmin / (fmax dh) grid points per shortest
+  wavelength, with fmax the highest frequency at which the wavelet's amplitude spectrum is
+  at least 3 % of its peak (about 2.5 f for a Ricker of peak f). Below
+  ``MIN_POINTS_PER_WAVELENGTH[order]`` (10 / 5 / 3.5 for orders 2 / 4 / 8) the stencil's 1D
+  phase velocity at fmax is low by more than about 1.6 / 1.2 / 0.8 %:
+  :func:`dispersion_warning` says so, with the figure.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ import numpy as np
 import torch
 
 from fwi_cli.errors import CFLError, FwiArgumentError
+
+#: Fewest grid points per shortest wavelength accepted without a warning, per spatial order.
+#: At exactly these figures the stencil's 1D phase velocity at fmax is low by 1.6 % (order 2),
+#: 1.2 % (order 4) and 0.8 % (order 8) (the symbol of the second-derivative weights).
+MIN_POINTS_PER_WAVELENGTH = {2: 10.0, 4: 5.0, 8: 3.5}
+#: Amplitude (fraction of the spectrum's peak) that defines the highest useful frequency.
+USEFUL_SPECTRUM_FRACTION = 0.03
 
 PML_REFLECTION = 1e-5  # target normal-incidence reflection coefficient R of the CPML
 
@@ -213,6 +226,54 @@ def check_cfl(dt: float, spatial_order: int, dh: float, vmax: float) -> None:
             f"dt = {dt:g} s is above the CFL limit {limit:.6g} s for vmax = {vmax:g} m/s, "
             f"dh = {dh:g} m, spatial_order = {spatial_order}; lower dt or coarsen the model"
         )
+
+
+def useful_max_frequency(wavelet, dt: float) -> float:
+    """Highest frequency (Hz) at which the amplitude spectrum of ``wavelet`` is at least
+    ``USEFUL_SPECTRUM_FRACTION`` of its peak (about 2.5 f for a Ricker of peak f).
+
+    Args:
+        wavelet: (nt,) source time function.
+        dt: its sample interval, s.
+
+    Returns:
+        fmax in Hz (0.0 for an all-zero wavelet).
+    """
+    w = np.asarray(wavelet, dtype=np.float64).reshape(-1)
+    big = np.nonzero(np.abs(w) > 1e-6 * np.abs(w).max())[0] if w.size else w
+    if big.size:
+        w = w[big[0] : big[-1] + 1]  # the support: the spectrum's shape, at less cost
+    nfft = 1 << max(12, min(22, int(8 * max(w.size, 1) - 1).bit_length()))  # fine grid, bounded
+    amp = np.abs(np.fft.rfft(w, nfft))
+    peak = float(amp.max()) if amp.size else 0.0
+    if not (np.isfinite(peak) and peak > 0):
+        return 0.0
+    k = int(np.nonzero(amp >= USEFUL_SPECTRUM_FRACTION * peak)[0][-1])
+    return k / (nfft * dt)
+
+
+def points_per_wavelength(vmin: float, fmax: float, dh: float) -> float:
+    """Grid points per shortest wavelength, vmin / (fmax dh) (inf when fmax is 0)."""
+    return math.inf if fmax <= 0 else vmin / (fmax * dh)
+
+
+def dispersion_warning(spatial_order: int, dh: float, vmin: float, fmax: float) -> str | None:
+    """The message of a too-coarse grid (None when there are enough points per wavelength).
+
+    Args:
+        spatial_order: 2, 4 or 8.  dh: grid spacing, m.  vmin: slowest velocity, m/s.
+        fmax: highest useful frequency of the wavelet, Hz (:func:`useful_max_frequency`).
+    """
+    g = points_per_wavelength(vmin, fmax, dh)
+    need = MIN_POINTS_PER_WAVELENGTH[spatial_order]
+    if g >= need:
+        return None
+    return (
+        f"{g:.2f} grid points per wavelength (vmin {vmin:g} m/s, fmax {fmax:.3g} Hz, "
+        f"dh {dh:g} m) is below {need:g}, the minimum for spatial_order {spatial_order}: "
+        "the simulated waves are dispersed; use a finer grid (smaller dh), a lower source "
+        "frequency or a higher spatial_order"
+    )
 
 
 def as_index_array(x, name: str, ndim: int) -> np.ndarray:
