@@ -3,7 +3,24 @@
 // Every per-cell array lives on the "storage grid": the padded grid plus a zero halo of N
 // cells, (nzs, nxs) = (nzp + 2N, nxp + 2N), so stencils never test bounds. The halo is never
 // written. Reconstruction frames live on (nz + 2N, nx + 2N): the interior plus the ring.
+//
+// Layout of the work (same arithmetic as the header formulas, so results agree with the
+// straightforward per-cell form to float rounding; only the sign of some zeros may differ):
+//
+// * Each row is cut into runs of columns with a constant x-PML flag (ax != 0); the z-PML
+//   flag (az != 0) is constant per row. Each run goes to a branch-free inner loop
+//   specialised on the two flags, so the interior loop is the bare leapfrog update and
+//   vectorises.
+// * Adjoint: per step, g = V lam is computed once into a scratch plane G, and Abar_x / Abar_z
+//   (scratch planes Bx, Bz) only where they differ from g or are read next to such cells:
+//   columns within 2N of an x-PML column, rows within 2N of a z-PML row. Cells whose x (z)
+//   stencil touches no PML cell read G, where Abar = g exactly and the pbar term is zero.
+// * Threads: with at least as many shots as threads (and an even split or many shots), each
+//   thread runs whole shots through all steps of the call, with no barrier per step and a
+//   per-shot working set that stays in cache. Otherwise the threads split the rows of every
+//   shot into bands and synchronise between passes.
 #include <torch/extension.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <utility>
@@ -15,222 +32,549 @@
 namespace fwi {
 namespace {
 
+// A run of columns (or rows) [lo, hi) with a constant flag.
+struct Run {
+  int lo, hi;
+  bool on;
+};
+
+// Maximal runs of equal flag of m over [lo, hi).
+std::vector<Run> runs_of(const std::vector<char>& m, int lo, int hi) {
+  std::vector<Run> out;
+  for (int j = lo; j < hi;) {
+    int e = j + 1;
+    while (e < hi && m[e] == m[j]) ++e;
+    out.push_back({j, e, m[j] != 0});
+    j = e;
+  }
+  return out;
+}
+
+// m widened by r cells on both sides.
+std::vector<char> widen(const std::vector<char>& m, int r) {
+  const int n = static_cast<int>(m.size());
+  std::vector<char> out(m.size(), 0);
+  for (int j = 0; j < n; ++j)
+    if (m[j])
+      for (int d = std::max(0, j - r); d <= std::min(n - 1, j + r); ++d) out[d] = 1;
+  return out;
+}
+
+// Flags of a coefficient array (nonzero cells).
+std::vector<char> nonzero(const float* a, int n) {
+  std::vector<char> m(n);
+  for (int j = 0; j < n; ++j) m[j] = a[j] != 0.f;
+  return m;
+}
+
+// Band [lo, hi) of thread t out of nt over [a, b).
+inline void band(int a, int b, int t, int nt, int* lo, int* hi) {
+  const int n = b - a;
+  *lo = a + static_cast<int>(static_cast<int64_t>(n) * t / nt);
+  *hi = a + static_cast<int>(static_cast<int64_t>(n) * (t + 1) / nt);
+}
+
+// Whole shots per thread when the split is even or the shots many; rows otherwise.
+inline bool split_by_shot(int64_t nshots) {
+  const int t = omp_get_max_threads();
+  return t <= 1 || (nshots >= t && (nshots % t == 0 || nshots >= 3 * t));
+}
+
+// Copy the ring (2N(nz+nx) cells, order of ring_cell) of a frame with row length ld whose
+// interior starts at (off, off): save = frame -> ring, else ring -> frame.
+template <int N>
+void ring_copy(bool save, float* frame, int ld, int off, int nz, int nx, float* ring) {
+  auto row = [&](int r, int c, int len) {
+    float* f = frame + static_cast<int64_t>(r) * ld + c;
+    if (save)
+      std::copy(f, f + len, ring);
+    else
+      std::copy(ring, ring + len, f);
+    ring += len;
+  };
+  for (int r = 0; r < N; ++r) row(off - N + r, off, nx);
+  for (int r = 0; r < N; ++r) row(off + nz + r, off, nx);
+  for (int r = 0; r < nz; ++r) row(off + r, off - N, N);
+  for (int r = 0; r < nz; ++r) row(off + r, off + nx, N);
+}
+
 template <int N>
 struct Cpu {
-  // ---------------------------------------------------------------- forward
-  static void forward(const StepArgs& a) {
-    const int64_t B = a.d.b, nzp = a.d.nzp, nxp = a.d.nxp, p = a.d.p, nz = a.d.nz, nx = a.d.nx;
-    const int64_t nxs = nxp + 2 * N, nzs = nzp + 2 * N, plane = nzs * nxs;
-    const float* V = a.v2dt2;
-    const Weights w = a.w;
-    float* u = a.u;
-    float* up = a.uprev;
-    for (int64_t s = 0; s < a.nsteps; ++s) {
-      const int64_t n = a.n0 + s;
-      // save ring(u^n)
-      if (a.ring) {
-        const int64_t C = 2 * N * (nz + nx);
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t q = 0; q < C; ++q) {
-            int64_t r, c;
-            ring_cell(q, N, nz, nx, p + N, &r, &c);
-            a.ring[(s * B + b) * C + q] = u[b * plane + r * nxs + c];
-          }
-      }
-      // pass 1: psi in the PML strips (reads u at neighbours, psi locally)
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = N; i < nzp + N; ++i) {
-          const int64_t row = b * plane + i * nxs;
-          const bool zp = a.az[i] != 0.f;
-          for (int64_t j = N; j < nxp + N; ++j) {
-            const int64_t k = row + j;
-            if (a.ax[j] != 0.f) a.psix[k] = a.bx[j] * a.psix[k] + a.ax[j] * d1<N>(u + k, 1, w, N, N);
-            if (zp) a.psiz[k] = a.bz[i] * a.psiz[k] + a.az[i] * d1<N>(u + k, nxs, w, N, N);
-          }
+  // Second derivative c0 f + sum_k ck (f[+ks] + f[-ks]) (same order as fwi::d2).
+  static inline float d2(const float* f, int s, const float* c2) {
+    float acc = c2[0] * f[0];
+#pragma GCC unroll 8
+    for (int k = 1; k <= N; ++k) acc += c2[k] * (f[k * s] + f[-k * s]);
+    return acc;
+  }
+  // First derivative sum_k ck (f[+ks] - f[-ks]) (fwi::d1 without its leading 0 + ...).
+  static inline float d1(const float* f, int s, const float* c1) {
+    float acc = c1[1] * (f[s] - f[-s]);
+#pragma GCC unroll 8
+    for (int k = 2; k <= N; ++k) acc += c1[k] * (f[k * s] - f[-k * s]);
+    return acc;
+  }
+
+  // Geometry and the row/column runs of one call.
+  struct Geo {
+    int B, nzp, nxp, p, nz, nx, nxs, nzs, plane;
+    std::vector<char> zpml;          // per storage row: az != 0
+    std::vector<Run> xruns;          // columns [N, nxp+N) by ax != 0
+    std::vector<float> mx, mz;       // 1 where ax (az) != 0, per storage column (row)
+    std::vector<char> znear, zfar;   // rows within N (2N) of a z-PML row
+    std::vector<Run> xnear, xfar;    // columns within N (2N) of an x-PML column
+
+    Geo(const Dims& d, const float* ax, const float* az) {
+      B = static_cast<int>(d.b);
+      nzp = static_cast<int>(d.nzp); nxp = static_cast<int>(d.nxp);
+      p = static_cast<int>(d.p); nz = static_cast<int>(d.nz); nx = static_cast<int>(d.nx);
+      nxs = nxp + 2 * N; nzs = nzp + 2 * N; plane = nzs * nxs;
+      const std::vector<char> mxc = nonzero(ax, nxs);
+      zpml = nonzero(az, nzs);
+      xruns = runs_of(mxc, N, nxp + N);
+      mx.assign(mxc.begin(), mxc.end());
+      mz.assign(zpml.begin(), zpml.end());
+      znear = widen(zpml, N);
+      zfar = widen(zpml, 2 * N);
+      xnear = runs_of(widen(mxc, N), N, nxp + N);
+      xfar = runs_of(widen(mxc, 2 * N), N, nxp + N);
+    }
+  };
+
+  // ---------------------------------------------------------------- forward rows
+  // psi_x = b_x psi_x + a_x Dx u on columns [lo, hi) of one row.
+  static void psi_x_row(int lo, int hi, const float* __restrict u, float* __restrict ps,
+                        const float* __restrict ax, const float* __restrict bx, const float* c1) {
+    #pragma omp simd
+    for (int j = lo; j < hi; ++j) ps[j] = bx[j] * ps[j] + ax[j] * d1(u + j, 1, c1);
+  }
+  static void psi_z_row(int lo, int hi, int nxs, const float* __restrict u, float* __restrict ps, float a,
+                        float b, const float* c1) {
+    #pragma omp simd
+    for (int j = lo; j < hi; ++j) ps[j] = b * ps[j] + a * d1(u + j, nxs, c1);
+  }
+
+  // Leapfrog update of columns [lo, hi) of one row; PX / PZ: the x / z CPML terms are on;
+  // ST: L is also written to Lr.
+  template <bool PX, bool PZ, bool ST>
+  static void step_row(int lo, int hi, int nxs, const float* __restrict u, float* __restrict up,
+                       const float* __restrict V, const float* __restrict psx, const float* __restrict psz,
+                       float* __restrict zx, float* __restrict zz, const float* __restrict ax,
+                       const float* __restrict bx, float az, float bz, float* __restrict Lr, const float* c2,
+                       const float* c1) {
+    #pragma omp simd
+    for (int j = lo; j < hi; ++j) {
+      float dx = d2(u + j, 1, c2);
+      float dz = d2(u + j, nxs, c2);
+      float L;
+      if constexpr (PX) {
+        dx += d1(psx + j, 1, c1);
+        const float zxv = bx[j] * zx[j] + ax[j] * dx;
+        zx[j] = zxv;
+        if constexpr (PZ) {
+          dz += d1(psz + j, nxs, c1);
+          const float zzv = bz * zz[j] + az * dz;
+          zz[j] = zzv;
+          L = ((dx + dz) + zxv) + zzv;
+        } else {
+          L = (dx + dz) + zxv;
         }
-      // pass 2: every cell
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = N; i < nzp + N; ++i) {
-          const int64_t row = b * plane + i * nxs;
-          const bool zp = a.az[i] != 0.f;
-          const bool zin = (i >= p + N) && (i < p + N + nz);
-          if (!zp) {
-            // x-PML columns and interior columns of a row outside the z-PML
-            for (int64_t j = N; j < nxp + N; ++j) {
-              const int64_t k = row + j;
-              float ax_ = d2<N>(u + k, 1, w, N, N);
-              const float az_ = d2<N>(u + k, nxs, w, N, N);
-              float zx = 0.f;
-              if (a.ax[j] != 0.f) {
-                ax_ += d1<N>(a.psix + k, 1, w, N, N);
-                zx = a.bx[j] * a.zx[k] + a.ax[j] * ax_;
-                a.zx[k] = zx;
-              }
-              const float L = ((ax_ + az_) + zx) + 0.f;
-              up[k] = (2.f * u[k] - up[k]) + V[i * nxs + j] * L;
-              if (a.lap && zin && j >= p + N && j < p + N + nx)
-                a.lap[((s * B + b) * nz + (i - p - N)) * nx + (j - p - N)] = L;
-            }
-          } else {
-            for (int64_t j = N; j < nxp + N; ++j) {
-              const int64_t k = row + j;
-              float ax_ = d2<N>(u + k, 1, w, N, N);
-              const float az_ = d2<N>(u + k, nxs, w, N, N) + d1<N>(a.psiz + k, nxs, w, N, N);
-              float zx = 0.f;
-              if (a.ax[j] != 0.f) {
-                ax_ += d1<N>(a.psix + k, 1, w, N, N);
-                zx = a.bx[j] * a.zx[k] + a.ax[j] * ax_;
-                a.zx[k] = zx;
-              }
-              const float zz = a.bz[i] * a.zz[k] + a.az[i] * az_;
-              a.zz[k] = zz;
-              const float L = ((ax_ + az_) + zx) + zz;
-              up[k] = (2.f * u[k] - up[k]) + V[i * nxs + j] * L;
-            }
-          }
-        }
-      // source, then receivers (record[n] = u^{n+1})
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t k = storage_index(a.src[b], nxp, nxs, N);
-        up[b * plane + k] += V[k] * a.wavelet[b * a.nt + n];
-        for (int64_t r = 0; r < a.nrec; ++r)
-          a.record[(b * a.nt + n) * a.nrec + r] =
-              up[b * plane + storage_index(a.rec[b * a.nrec + r], nxp, nxs, N)];
+      } else if constexpr (PZ) {
+        dz += d1(psz + j, nxs, c1);
+        const float zzv = bz * zz[j] + az * dz;
+        zz[j] = zzv;
+        L = (dx + dz) + zzv;
+      } else {
+        L = dx + dz;
       }
-      std::swap(u, up);
+      up[j] = (2.f * u[j] - up[j]) + V[j] * L;
+      if constexpr (ST) Lr[j] = L;
     }
   }
 
-  // ---------------------------------------------------------------- backward
-  static void backward(const AdjArgs& a) {
-    const int64_t B = a.d.b, nzp = a.d.nzp, nxp = a.d.nxp, p = a.d.p, nz = a.d.nz, nx = a.d.nx;
-    const int64_t nxs = nxp + 2 * N, nzs = nzp + 2 * N, plane = nzs * nxs;
-    const int64_t hx = nx + 2 * N, hplane = (nz + 2 * N) * hx;
-    const float* V = a.v2dt2;
-    const Weights w = a.w;
-    float* lam = a.lam;
-    float* lp = a.lamprev;
-    float* ua = a.ua;  // u^{n+1} (interior), becomes u^{n-1}
-    float* ub = a.ub;  // u^n (interior + ring)
-    const int64_t C = 2 * N * (nz + nx);
-    // Abar_x / Abar_z at storage index k (row i, column j)
-    auto abx = [&](int64_t k, int64_t i, int64_t j) {
-      const float g = V[i * nxs + j] * lam[k];
-      return abar(g, a.ax[j], a.zx[k]);
-    };
-    auto abz = [&](int64_t k, int64_t i, int64_t j) {
-      const float g = V[i * nxs + j] * lam[k];
-      return abar(g, a.az[i], a.zz[k]);
-    };
-    for (int64_t s = a.nsteps - 1; s >= 0; --s) {
-      const int64_t n = a.n0 + s;
-      // adjoint source of record[n] into lam = lam^{n+1}
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t r = 0; r < a.nrec; ++r)
-          lam[b * plane + storage_index(a.rec[b * a.nrec + r], nxp, nxs, N)] +=
-              a.grad_record[(b * a.nt + n) * a.nrec + r];
-      // gradient (and reconstruction of u^{n-1} for the boundary strategy)
+  struct Fwd {
+    const StepArgs& a;
+    const Geo& g;
+    float c1[N + 1], c2[N + 1];
+
+    Fwd(const StepArgs& a_, const Geo& g_) : a(a_), g(g_) {
+      for (int k = 0; k <= N; ++k) { c1[k] = a.w.c1[k]; c2[k] = a.w.c2[k]; }
+    }
+
+    // pass 1: psi in the PML strips, storage rows [r0, r1) of shot b.
+    void psi(int b, int r0, int r1, const float* u) const {
+      const int nxs = g.nxs;
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = static_cast<int64_t>(b) * g.plane + static_cast<int64_t>(i) * nxs;
+        if (g.zpml[i]) psi_z_row(N, g.nxp + N, nxs, u + row, a.psiz + row, a.az[i], a.bz[i], c1);
+        for (const Run& r : g.xruns)
+          if (r.on) psi_x_row(r.lo, r.hi, u + row, a.psix + row, a.ax, a.bx, c1);
+      }
+    }
+
+    template <bool PX, bool PZ>
+    void run(const Run& r, bool st, int64_t row, int i, const float* u, float* up, float* Lr) const {
+      const float* V = a.v2dt2 + static_cast<int64_t>(i) * g.nxs;
+      if (st)
+        step_row<PX, PZ, true>(r.lo, r.hi, g.nxs, u + row, up + row, V, a.psix + row, a.psiz + row, a.zx + row,
+                               a.zz + row, a.ax, a.bx, a.az[i], a.bz[i], Lr, c2, c1);
+      else
+        step_row<PX, PZ, false>(r.lo, r.hi, g.nxs, u + row, up + row, V, a.psix + row, a.psiz + row, a.zx + row,
+                                a.zz + row, a.ax, a.bx, a.az[i], a.bz[i], Lr, c2, c1);
+    }
+
+    // pass 2: every cell of storage rows [r0, r1) of shot b at chunk step s; Lr: row scratch.
+    void update(int b, int r0, int r1, int64_t s, const float* u, float* up, float* Lr) const {
+      const int o = g.p + N;
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = static_cast<int64_t>(b) * g.plane + static_cast<int64_t>(i) * g.nxs;
+        const bool st = a.lap && i >= o && i < o + g.nz;
+        const bool zp = g.zpml[i];
+        for (const Run& r : g.xruns) {
+          if (r.on) {
+            if (zp) run<true, true>(r, st, row, i, u, up, Lr); else run<true, false>(r, st, row, i, u, up, Lr);
+          } else {
+            if (zp) run<false, true>(r, st, row, i, u, up, Lr); else run<false, false>(r, st, row, i, u, up, Lr);
+          }
+        }
+        if (st) {
+          float* dst = a.lap + ((s * g.B + b) * g.nz + (i - o)) * g.nx;
+          std::copy(Lr + o, Lr + o + g.nx, dst);
+        }
+      }
+    }
+
+    // ring(u^n) of shot b (before the update), then source and receivers into u^{n+1}.
+    void save_ring(int b, int64_t s, float* u) const {
+      if (!a.ring) return;
+      const int64_t C = 2 * N * (g.nz + g.nx);
+      ring_copy<N>(true, u + static_cast<int64_t>(b) * g.plane, g.nxs, g.p + N, g.nz, g.nx,
+                   a.ring + (s * g.B + b) * C);
+    }
+    void inject(int b, int64_t n, float* up) const {
+      const int64_t nxp = g.nxp, nxs = g.nxs;
+      float* ub = up + static_cast<int64_t>(b) * g.plane;
+      const int64_t k = storage_index(a.src[b], nxp, nxs, N);
+      ub[k] += a.v2dt2[k] * a.wavelet[b * a.nt + n];
+      for (int64_t r = 0; r < a.nrec; ++r)
+        a.record[(b * a.nt + n) * a.nrec + r] = ub[storage_index(a.rec[b * a.nrec + r], nxp, nxs, N)];
+    }
+  };
+
+  static void forward(const StepArgs& a) {
+    const Geo g(a.d, a.ax, a.az);
+    const Fwd f(a, g);
+    const int r0 = N, r1 = g.nzp + N;
+    if (split_by_shot(g.B)) {
+#pragma omp parallel
+      {
+        std::vector<float> Lr(g.nxs);
+#pragma omp for schedule(static)
+        for (int b = 0; b < g.B; ++b) {
+          float* u = a.u;
+          float* up = a.uprev;
+          for (int64_t s = 0; s < a.nsteps; ++s) {
+            f.save_ring(b, s, u);
+            f.psi(b, r0, r1, u);
+            f.update(b, r0, r1, s, u, up, Lr.data());
+            f.inject(b, a.n0 + s, up);
+            std::swap(u, up);
+          }
+        }
+      }
+      return;
+    }
+#pragma omp parallel
+    {
+      std::vector<float> Lr(g.nxs);
+      int lo, hi;
+      band(r0, r1, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+      float* u = a.u;
+      float* up = a.uprev;
+      for (int64_t s = 0; s < a.nsteps; ++s) {
+        for (int b = 0; b < g.B; ++b) f.psi(b, lo, hi, u);
+#pragma omp barrier
+        for (int b = 0; b < g.B; ++b) f.update(b, lo, hi, s, u, up, Lr.data());
+#pragma omp barrier
+#pragma omp single
+        for (int b = 0; b < g.B; ++b) {
+          f.save_ring(b, s, u);
+          f.inject(b, a.n0 + s, up);
+        }
+        std::swap(u, up);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- backward rows
+  // Adjoint pass 2 on columns [lo, hi) of one row: X / Z are Bx / Bz where the x / z
+  // stencil touches the PML (XN / ZN, with the pbar terms), G elsewhere.
+  template <bool XN, bool ZN>
+  static void adj_row(int lo, int hi, int nxs, const float* __restrict lam, float* __restrict lp,
+                      const float* __restrict X, const float* __restrict Z, const float* __restrict px,
+                      const float* __restrict pz, const float* __restrict ax, const float* azr,
+                      const float* c2, const float* c1) {
+    #pragma omp simd
+    for (int j = lo; j < hi; ++j) {
+      float sx = c2[0] * X[j], sz = c2[0] * Z[j];
+#pragma GCC unroll 8
+      for (int k = 1; k <= N; ++k) {
+        sx += c2[k] * (X[j + k] + X[j - k]);
+        sz += c2[k] * (Z[j + k * nxs] + Z[j - k * nxs]);
+      }
+      float q = sx + sz;
+      if constexpr (XN || ZN) {
+        float tx = 0.f, tz = 0.f;
+        if constexpr (XN) {
+          tx = c1[1] * (ax[j + 1] * px[j + 1] - ax[j - 1] * px[j - 1]);
+#pragma GCC unroll 8
+          for (int k = 2; k <= N; ++k) tx += c1[k] * (ax[j + k] * px[j + k] - ax[j - k] * px[j - k]);
+        }
+        if constexpr (ZN) {
+          tz = c1[1] * (azr[1] * pz[j + nxs] - azr[-1] * pz[j - nxs]);
+#pragma GCC unroll 8
+          for (int k = 2; k <= N; ++k) tz += c1[k] * (azr[k] * pz[j + k * nxs] - azr[-k] * pz[j - k * nxs]);
+        }
+        q = q - (tx + tz);
+      }
+      lp[j] = (2.f * lam[j] - lp[j]) + q;
+    }
+  }
+
+  struct Adj {
+    const AdjArgs& a;
+    const Geo& g;
+    float c1[N + 1], c2[N + 1];
+    float *G, *Bx, *Bz;  // (B, nzs, nxs) scratch planes with a zero halo
+    int hx, hplane;
+
+    Adj(const AdjArgs& a_, const Geo& g_, float* scratch) : a(a_), g(g_) {
+      for (int k = 0; k <= N; ++k) { c1[k] = a.w.c1[k]; c2[k] = a.w.c2[k]; }
+      const int64_t sz = static_cast<int64_t>(g.B) * g.plane;
+      G = scratch; Bx = scratch + sz; Bz = scratch + 2 * sz;
+      hx = g.nx + 2 * N;
+      hplane = (g.nz + 2 * N) * hx;
+    }
+
+    int64_t off(int b, int i) const {
+      return static_cast<int64_t>(b) * g.plane + static_cast<int64_t>(i) * g.nxs;
+    }
+
+    // adjoint source of record[n] into lam = lam^{n+1}; ring of u^n into ub.
+    void begin(int b, int64_t s, int64_t n, float* lam, float* ub) const {
+      float* l = lam + static_cast<int64_t>(b) * g.plane;
+      for (int64_t r = 0; r < a.nrec; ++r)
+        l[storage_index(a.rec[b * a.nrec + r], g.nxp, g.nxs, N)] += a.grad_record[(b * a.nt + n) * a.nrec + r];
       if (a.boundary) {
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t q = 0; q < C; ++q) {
-            int64_t r, c;
-            ring_cell(q, N, nz, nx, N, &r, &c);
-            ub[b * hplane + r * hx + c] = a.ring[(s * B + b) * C + q];
-          }
+        const int64_t C = 2 * N * (g.nz + g.nx);
+        ring_copy<N>(false, ub + static_cast<int64_t>(b) * hplane, hx, N, g.nz, g.nx,
+                     const_cast<float*>(a.ring + (s * g.B + b) * C));
       }
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < nz; ++i)
-          for (int64_t j = 0; j < nx; ++j) {
-            const int64_t ks = (i + p + N) * nxs + (j + p + N);
-            float L;
-            if (a.boundary) {
-              const int64_t kh = b * hplane + (i + N) * hx + (j + N);
-              L = (d2<N>(ub + kh, 1, w, N, N) + d2<N>(ub + kh, hx, w, N, N)) + 0.f;
-              ua[kh] = (2.f * ub[kh] + V[ks] * L) - ua[kh];
-            } else {
-              L = a.lap[((s * B + b) * nz + i) * nx + j];
-            }
-            a.grad[(b * nz + i) * nx + j] += lam[b * plane + ks] * L;
+    }
+
+    // gradient on interior rows [i0, i1), with the reconstruction u^{n-1} into ua.
+    void gradient(int b, int i0, int i1, int64_t s, const float* lam, float* ua, const float* ub) const {
+      const int o = g.p + N, nx = g.nx;
+      for (int i = i0; i < i1; ++i) {
+        const float* __restrict l = lam + off(b, i + o) + o;
+        const float* __restrict V = a.v2dt2 + static_cast<int64_t>(i + o) * g.nxs + o;
+        float* __restrict gr = a.grad + (static_cast<int64_t>(b) * g.nz + i) * nx;
+        if (a.boundary) {
+          const int64_t kh = static_cast<int64_t>(b) * hplane + static_cast<int64_t>(i + N) * hx + N;
+          const float* __restrict fb = ub + kh;
+          float* __restrict fa = ua + kh;
+          const int ld = hx;
+          #pragma omp simd
+          for (int j = 0; j < nx; ++j) {
+            const float L = d2(fb + j, 1, c2) + d2(fb + j, ld, c2);
+            fa[j] = (2.f * fb[j] + V[j] * L) - fa[j];
+            gr[j] += l[j] * L;
           }
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t ks = storage_index(a.src[b], nxp, nxs, N);
-        const int64_t zi = ks / nxs - p - N, xi = ks % nxs - p - N;
-        const float f = a.wavelet[b * a.nt + n];
-        a.grad[(b * nz + zi) * nx + xi] += lam[b * plane + ks] * f;
-        if (a.boundary) ua[b * hplane + (zi + N) * hx + (xi + N)] += V[ks] * f;
+        } else {
+          const float* __restrict L = a.lap + ((s * g.B + b) * g.nz + i) * nx;
+          #pragma omp simd
+          for (int j = 0; j < nx; ++j) gr[j] += l[j] * L[j];
+        }
       }
-      // adjoint pass 1: pbar -= D(m Abar) in the PML strips
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = N; i < nzp + N; ++i) {
-          const int64_t row = b * plane + i * nxs;
-          const bool zp = a.az[i] != 0.f;
-          for (int64_t j = N; j < nxp + N; ++j) {
-            const int64_t k = row + j;
-            if (a.ax[j] != 0.f) {
-              float acc = 0.f;
-              for (int kk = 1; kk <= N; ++kk) {
-                const float hi = a.ax[j + kk] != 0.f ? abx(k + kk, i, j + kk) : 0.f;
-                const float lo = a.ax[j - kk] != 0.f ? abx(k - kk, i, j - kk) : 0.f;
-                acc += w.c1[kk] * (hi - lo);
-              }
-              a.px[k] -= acc;
-            }
-            if (zp) {
-              float acc = 0.f;
-              for (int kk = 1; kk <= N; ++kk) {
-                const float hi = a.az[i + kk] != 0.f ? abz(k + kk * nxs, i + kk, j) : 0.f;
-                const float lo = a.az[i - kk] != 0.f ? abz(k - kk * nxs, i - kk, j) : 0.f;
-                acc += w.c1[kk] * (hi - lo);
-              }
-              a.pz[k] -= acc;
-            }
+    }
+
+    // source term of the gradient (and of the reconstruction).
+    void source(int b, int64_t n, const float* lam, float* ua) const {
+      const int64_t ks = storage_index(a.src[b], g.nxp, g.nxs, N);
+      const int64_t zi = ks / g.nxs - g.p - N, xi = ks % g.nxs - g.p - N;
+      const float f = a.wavelet[b * a.nt + n];
+      a.grad[(b * g.nz + zi) * g.nx + xi] += lam[static_cast<int64_t>(b) * g.plane + ks] * f;
+      if (a.boundary) ua[static_cast<int64_t>(b) * hplane + (zi + N) * hx + (xi + N)] += a.v2dt2[ks] * f;
+    }
+
+    // G = V lam everywhere; Bx, Bz = Abar_x, Abar_z where they are read.
+    void scratch(int b, int r0, int r1, const float* lam) const {
+      const int lo = N, hi = g.nxp + N;
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = off(b, i);
+        const float* __restrict l = lam + row;
+        const float* __restrict V = a.v2dt2 + static_cast<int64_t>(i) * g.nxs;
+        float* __restrict Gr = G + row;
+        #pragma omp simd
+        for (int j = lo; j < hi; ++j) Gr[j] = V[j] * l[j];
+        if (g.zfar[i]) {
+          const float* __restrict zz = a.zz + row;
+          float* __restrict Br = Bz + row;
+          const float az = a.az[i];
+          #pragma omp simd
+          for (int j = lo; j < hi; ++j) Br[j] = abar(Gr[j], az, zz[j]);
+        }
+        for (const Run& r : g.xfar) {
+          if (!r.on) continue;
+          const float* __restrict zx = a.zx + row;
+          const float* __restrict ax = a.ax;
+          float* __restrict Br = Bx + row;
+          #pragma omp simd
+          for (int j = r.lo; j < r.hi; ++j) Br[j] = abar(Gr[j], ax[j], zx[j]);
+        }
+      }
+    }
+
+    // adjoint pass 1: pbar -= D(m Abar) on the PML cells of rows [r0, r1).
+    void pbar(int b, int r0, int r1) const {
+      const int nxs = g.nxs;
+      const float* __restrict mx = g.mx.data();
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = off(b, i);
+        if (g.zpml[i]) {
+          const float* __restrict Z = Bz + row;
+          float* __restrict pz = a.pz + row;
+          const float* mz = g.mz.data() + i;
+          #pragma omp simd
+          for (int j = N; j < g.nxp + N; ++j) {
+            float acc = c1[1] * (mz[1] * Z[j + nxs] - mz[-1] * Z[j - nxs]);
+#pragma GCC unroll 8
+            for (int k = 2; k <= N; ++k) acc += c1[k] * (mz[k] * Z[j + k * nxs] - mz[-k] * Z[j - k * nxs]);
+            pz[j] -= acc;
           }
         }
-      // adjoint pass 2: every cell
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = N; i < nzp + N; ++i) {
-          const int64_t row = b * plane + i * nxs;
-          for (int64_t j = N; j < nxp + N; ++j) {
-            const int64_t k = row + j;
-            float sx = w.c2[0] * abx(k, i, j), sz = w.c2[0] * abz(k, i, j);
-            float px = 0.f, pz = 0.f;
-            for (int kk = 1; kk <= N; ++kk) {
-              sx += w.c2[kk] * (abx(k + kk, i, j + kk) + abx(k - kk, i, j - kk));
-              sz += w.c2[kk] * (abz(k + kk * nxs, i + kk, j) + abz(k - kk * nxs, i - kk, j));
-              px += w.c1[kk] * (a.ax[j + kk] * a.px[k + kk] - a.ax[j - kk] * a.px[k - kk]);
-              pz += w.c1[kk] * (a.az[i + kk] * a.pz[k + kk * nxs] - a.az[i - kk] * a.pz[k - kk * nxs]);
-            }
-            lp[k] = (2.f * lam[k] - lp[k]) + ((sx + sz) - (px + pz));
+        for (const Run& r : g.xruns) {
+          if (!r.on) continue;
+          const float* __restrict X = Bx + row;
+          float* __restrict px = a.px + row;
+          #pragma omp simd
+          for (int j = r.lo; j < r.hi; ++j) {
+            float acc = c1[1] * (mx[j + 1] * X[j + 1] - mx[j - 1] * X[j - 1]);
+#pragma GCC unroll 8
+            for (int k = 2; k <= N; ++k) acc += c1[k] * (mx[j + k] * X[j + k] - mx[j - k] * X[j - k]);
+            px[j] -= acc;
           }
         }
-      // adjoint pass 3: zbar, pbar carried to the previous step (PML strips)
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = N; i < nzp + N; ++i) {
-          const int64_t row = b * plane + i * nxs;
-          const bool zp = a.az[i] != 0.f;
-          for (int64_t j = N; j < nxp + N; ++j) {
-            const int64_t k = row + j;
-            const float g = V[i * nxs + j] * lam[k];
-            if (a.ax[j] != 0.f) {
-              a.zx[k] = a.bx[j] * (a.zx[k] + g);
-              a.px[k] = a.bx[j] * a.px[k];
-            }
-            if (zp) {
-              a.zz[k] = a.bz[i] * (a.zz[k] + g);
-              a.pz[k] = a.bz[i] * a.pz[k];
-            }
+      }
+    }
+
+    template <bool XN, bool ZN>
+    void adj_run(const Run& r, int64_t row, int i, const float* lam, float* lp) const {
+      adj_row<XN, ZN>(r.lo, r.hi, g.nxs, lam + row, lp + row, (XN ? Bx : G) + row, (ZN ? Bz : G) + row,
+                      a.px + row, a.pz + row, a.ax, a.az + i, c2, c1);
+    }
+
+    // adjoint pass 2: every cell of rows [r0, r1).
+    void update(int b, int r0, int r1, const float* lam, float* lp) const {
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = off(b, i);
+        const bool zn = g.znear[i];
+        for (const Run& r : g.xnear) {
+          if (r.on) {
+            if (zn) adj_run<true, true>(r, row, i, lam, lp); else adj_run<true, false>(r, row, i, lam, lp);
+          } else {
+            if (zn) adj_run<false, true>(r, row, i, lam, lp); else adj_run<false, false>(r, row, i, lam, lp);
           }
         }
-      std::swap(lam, lp);
-      if (a.boundary) std::swap(ua, ub);
+      }
+    }
+
+    // adjoint pass 3: zbar, pbar carried to the previous step on the PML cells.
+    void carry(int b, int r0, int r1) const {
+      for (int i = r0; i < r1; ++i) {
+        const int64_t row = off(b, i);
+        const float* __restrict Gr = G + row;
+        if (g.zpml[i]) {
+          float* __restrict zz = a.zz + row;
+          float* __restrict pz = a.pz + row;
+          const float bz = a.bz[i];
+          #pragma omp simd
+          for (int j = N; j < g.nxp + N; ++j) {
+            zz[j] = bz * (zz[j] + Gr[j]);
+            pz[j] = bz * pz[j];
+          }
+        }
+        for (const Run& r : g.xruns) {
+          if (!r.on) continue;
+          float* __restrict zx = a.zx + row;
+          float* __restrict px = a.px + row;
+          const float* __restrict bx = a.bx;
+          #pragma omp simd
+          for (int j = r.lo; j < r.hi; ++j) {
+            zx[j] = bx[j] * (zx[j] + Gr[j]);
+            px[j] = bx[j] * px[j];
+          }
+        }
+      }
+    }
+  };
+
+  static void backward(const AdjArgs& a) {
+    const Geo g(a.d, a.ax, a.az);
+    std::vector<float> scratch(3 * static_cast<size_t>(g.B) * g.plane, 0.f);
+    const Adj f(a, g, scratch.data());
+    const int r0 = N, r1 = g.nzp + N;
+    if (split_by_shot(g.B)) {
+#pragma omp parallel for schedule(static)
+      for (int b = 0; b < g.B; ++b) {
+        float* lam = a.lam;
+        float* lp = a.lamprev;
+        float* ua = a.ua;
+        float* ub = a.ub;
+        for (int64_t s = a.nsteps - 1; s >= 0; --s) {
+          const int64_t n = a.n0 + s;
+          f.begin(b, s, n, lam, ub);
+          f.gradient(b, 0, g.nz, s, lam, ua, ub);
+          f.source(b, n, lam, ua);
+          f.scratch(b, r0, r1, lam);
+          f.pbar(b, r0, r1);
+          f.update(b, r0, r1, lam, lp);
+          f.carry(b, r0, r1);
+          std::swap(lam, lp);
+          if (a.boundary) std::swap(ua, ub);
+        }
+      }
+      return;
+    }
+#pragma omp parallel
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      int lo, hi, ilo, ihi;
+      band(r0, r1, t, nt, &lo, &hi);
+      band(0, g.nz, t, nt, &ilo, &ihi);
+      float* lam = a.lam;
+      float* lp = a.lamprev;
+      float* ua = a.ua;
+      float* ub = a.ub;
+      for (int64_t s = a.nsteps - 1; s >= 0; --s) {
+        const int64_t n = a.n0 + s;
+#pragma omp single
+        for (int b = 0; b < g.B; ++b) f.begin(b, s, n, lam, ub);
+        for (int b = 0; b < g.B; ++b) {
+          f.gradient(b, ilo, ihi, s, lam, ua, ub);
+          f.scratch(b, lo, hi, lam);
+        }
+#pragma omp barrier
+#pragma omp single nowait
+        for (int b = 0; b < g.B; ++b) f.source(b, n, lam, ua);
+        for (int b = 0; b < g.B; ++b) f.pbar(b, lo, hi);
+#pragma omp barrier
+        for (int b = 0; b < g.B; ++b) f.update(b, lo, hi, lam, lp);
+#pragma omp barrier
+        for (int b = 0; b < g.B; ++b) f.carry(b, lo, hi);
+        std::swap(lam, lp);
+        if (a.boundary) std::swap(ua, ub);
+      }
     }
   }
 };
