@@ -10,8 +10,14 @@ Commands (DESIGN §6)::
 Every command takes repeatable ``--set key.path=value`` overrides and ``--quiet``.
 
 Exit codes: 0 success; 1 a job failed (its store says why); 2 a user error (bad file, key,
-value, option; CFL violation), printed as one line ``fwi: error: ...`` on stderr;
-130 interrupted. Any other exception is a bug and shows its traceback.
+value, option; CFL violation; a full disk; a run directory in use by another fwi process),
+printed as one line ``fwi: error: ...`` on stderr; 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM): both unwind normally, so disk-tier files are removed and the job being run is left
+not complete (a rerun redoes it). Any other exception is a bug and shows its traceback.
+
+Warnings about the problem (:class:`~fwi_cli.errors.FwiWarning`, e.g. too few grid points
+per wavelength) are printed once, as ``fwi: warning: ...`` on stderr, when the observed data
+are modelled (also with ``--quiet``); they are kept in the stores' ``warnings`` attribute.
 
 Progress: a rich progress display when stdout is a terminal, plain lines otherwise, nothing
 with ``--quiet``.
@@ -20,12 +26,15 @@ with ``--quiet``.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import typer
 
-from fwi_cli.errors import FwiArgumentError, FwiError
+from fwi_cli.errors import FwiArgumentError, FwiError, FwiWarning
 
 try:  # typer >= 0.2x vendors click; older typer re-exports click's exceptions
     from typer import TyperException as _UsageError
@@ -43,10 +52,26 @@ QUIET_HELP = "print no progress"
 
 
 # --------------------------------------------------------------------------- progress
-class _PlainProgress:
+class _Warnings:
+    """Prints the problem's warnings to stderr when the observed data are modelled."""
+
+    def __init__(self, notes=()) -> None:
+        self.notes = list(notes)
+
+    def warn(self, ev) -> None:
+        if ev.kind == "observed_start":
+            for note in self.notes:
+                typer.echo(f"fwi: warning: {' '.join(note.split())}", err=True)
+
+    def __call__(self, ev) -> None:
+        self.warn(ev)
+
+
+class _PlainProgress(_Warnings):
     """One line per event, for logs and pipes."""
 
     def __call__(self, ev) -> None:
+        self.warn(ev)
         pos = f"[{ev.index}/{ev.total}]" if ev.total else ""
         if ev.kind in ("observed_start", "observed_done", "observed_reused"):
             what = {"observed_start": "modelling observed data ->",
@@ -65,10 +90,11 @@ class _PlainProgress:
             typer.echo(f"{pos} {ev.job.label}: {ev.status}{tail}")
 
 
-class _RichProgress:
+class _RichProgress(_Warnings):
     """A live rich display: sweep position, the job's iteration, its loss."""
 
-    def __init__(self) -> None:
+    def __init__(self, notes=()) -> None:
+        super().__init__(notes)
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -92,6 +118,7 @@ class _RichProgress:
         return self.progress.__exit__(*exc)
 
     def __call__(self, ev) -> None:
+        self.warn(ev)
         p = self.progress
         if ev.kind in ("observed_start", "observed_done", "observed_reused"):
             what = {"observed_start": "modelling observed data",
@@ -117,14 +144,15 @@ class _RichProgress:
 
 
 @contextlib.contextmanager
-def _progress(quiet: bool):
+def _progress(quiet: bool, ex=None):
+    notes = ex.problem.warnings if ex is not None else ()
     if quiet:
-        yield None
+        yield _Warnings(notes)
     elif sys.stdout.isatty():
-        with _RichProgress() as rp:
+        with _RichProgress(notes) as rp:
             yield rp
     else:
-        yield _PlainProgress()
+        yield _PlainProgress(notes)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -167,7 +195,7 @@ def model(
 ) -> None:
     """Model the observed data once -> <output_dir>/<name>/observed.zarr."""
     ex = _experiment(config, set_)
-    with _progress(quiet) as prog:
+    with _progress(quiet, ex) as prog:
         res = ex.ensure_observed(prog, force=force)
     if not quiet:
         state = "reused (up to date)" if res.reused else f"written in {res.seconds:.1f} s"
@@ -192,7 +220,7 @@ def invert(
     _check_choice("--storage", storage, STORAGES)
     _check_choice("--dtype", dtype, STORAGE_DTYPES)
     ex = _experiment(config, set_)
-    with _progress(quiet) as prog:
+    with _progress(quiet, ex) as prog:
         ex.ensure_observed(prog)
         res = ex.run_job(Job(impl, storage, dtype), prog)
     if not quiet or not res.ok:
@@ -212,7 +240,7 @@ def sweep(
 ) -> None:
     """Run every job of the matrix in order, skipping jobs already complete."""
     ex = _experiment(config, set_)
-    with _progress(quiet) as prog:
+    with _progress(quiet, ex) as prog:
         summary = ex.sweep(only, prog)
     if not quiet:
         for res in summary.results:
@@ -258,13 +286,19 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point.
 
     User errors (:class:`~fwi_cli.errors.FwiError`, bad command-line usage) become one line
-    ``fwi: error: ...`` on stderr and exit code 2; Ctrl-C exits 130.
+    ``fwi: error: ...`` on stderr and exit code 2; Ctrl-C exits 130, SIGTERM 143 (after the
+    same clean-up as Ctrl-C).
     """
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
         args = ["--help"]
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        rv = app(args=args, prog_name="fwi", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FwiWarning)  # shown by the progress printers
+            rv = app(args=args, prog_name="fwi", standalone_mode=False)
     except _UsageError as exc:  # bad usage: unknown option, missing argument
         msg = " ".join(exc.format_message().split())
         typer.echo(f"fwi: error: {msg}", err=True)
@@ -272,7 +306,21 @@ def main(argv: list[str] | None = None) -> None:
     except FwiError as exc:
         typer.echo(f"fwi: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("fwi: interrupted", err=True)
+    except (KeyboardInterrupt, typer.Abort) as exc:  # click wraps Ctrl-C into Abort
+        if isinstance(exc, _Terminated) or isinstance(exc.__cause__ or exc.__context__, _Terminated):
+            typer.echo("fwi: terminated; complete stores are kept, rerun to resume", err=True)
+            sys.exit(143)
+        typer.echo("fwi: interrupted; complete stores are kept, rerun to resume", err=True)
         sys.exit(130)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``with`` blocks and ``finally`` clean up."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()

@@ -13,8 +13,17 @@ One job is the seed page's loop, verbatim in substance::
 
 with rmse(v) = sqrt(mean((v - vp_true)^2)) in m/s. A non-finite loss or model stops the job
 as ``failed`` with the iteration and reason; so does any :class:`~fwi_cli.errors.FwiError`
-the propagator raises (an unavailable backend, a storage failure) and running out of
-memory. Other exceptions are bugs and propagate.
+the propagator raises (an unavailable backend, a storage failure, a model driven past the
+CFL limit by too large a step) and running out of memory (the reason then gives the
+estimated need and the advice of :func:`~fwi_cli.propagator.api.out_of_memory_message`).
+The failed job's store keeps the iterations done, and the sweep goes on with the next job.
+Other exceptions are bugs and propagate. Device memory of a failed job is released
+(references dropped, the CUDA cache emptied) before the next job starts.
+
+Writers of a run directory hold its :class:`~fwi_cli.experiment.lock.RunLock`, so a second
+sweep on the same directory stops at once with a clear message. Failing to write a store
+(full disk, permissions) raises a :class:`~fwi_cli.errors.StorageError` and stops the sweep:
+the partial store is removed and never marked complete.
 
 Progress is reported through a callback receiving :class:`Progress` events; nothing here
 prints.
@@ -38,9 +47,16 @@ import numpy as np
 import torch
 
 import fwi_cli
-from fwi_cli.errors import BackendUnavailableError, FwiError
+from fwi_cli.errors import (
+    BackendUnavailableError,
+    CFLError,
+    DeviceMemoryError,
+    FwiArgumentError,
+    FwiError,
+)
 from fwi_cli.experiment import store
 from fwi_cli.experiment.config import ExperimentConfig
+from fwi_cli.experiment.lock import RunLock
 from fwi_cli.experiment.matrix import Job, expand, select
 from fwi_cli.experiment.problem import (
     Problem,
@@ -50,6 +66,7 @@ from fwi_cli.experiment.problem import (
     memory_options,
     observed_hash,
 )
+from fwi_cli.propagator.api import is_out_of_memory, out_of_memory_message
 
 OBSERVED_IMPLS = ("c", "eager")  # first that works models the observed data
 
@@ -322,7 +339,9 @@ def compute_job(
     vp_final = problem.vp_init.copy()
     status, reason, failed_it = store.STATUS_COMPLETE, None, None
     report = None
-    solver = vp = opt = None
+    solver = vp = opt = rec = value = None
+    it = 0
+    oom: str | None = None
 
     meter = PeakMeter(dev)
     meter.start()
@@ -346,7 +365,7 @@ def compute_job(
                 break
             value.backward()
             opt.step()
-            del rec, value
+            rec = value = None
             if report is None:
                 report = copy.deepcopy(solver.memory_report())
             vp_np = vp.detach().cpu().numpy()
@@ -362,14 +381,29 @@ def compute_job(
             vp_final = vp_np
             progress(Progress("iteration", job, index, total, it + 1, n_iter, lval, float(rmse[it + 1])))
     except FwiError as exc:
-        status, reason = store.STATUS_FAILED, f"{type(exc).__name__}: {exc}"
-        failed_it = int(np.sum(np.isfinite(loss))) + 1
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        status, reason = store.STATUS_FAILED, f"out of memory: {first}"
-        failed_it = int(np.sum(np.isfinite(loss))) + 1
+        status, failed_it = store.STATUS_FAILED, it + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        if it > 0 and isinstance(exc, FwiArgumentError):  # the updates made the model unusable
+            kind = "raised the velocity past the CFL limit" if isinstance(exc, CFLError) else \
+                "made the model invalid"
+            reason += (f" (the Adam updates of iterations 1-{it} {kind}: lower inversion.lr "
+                       f"= {inv.lr:g})")
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        status, failed_it = store.STATUS_FAILED, it + 1
+        oom = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    rec = value = opt = vp = None  # release the failed iteration's tensors before reporting
+    if oom is not None:
+        prop = solver if solver is not None else make_propagator(problem, job.impl, memory_options(cfg, job))
+        obs_bytes = int(observed.element_size() * observed.nelement()) if observed.device == dev else 0
+        reason = f"{DeviceMemoryError.__name__}: " + out_of_memory_message(
+            prop, inv.batch_shots, int(problem.receivers.shape[1]), oom, extra_bytes=obs_bytes)
+        prop = None
     total_s = time.perf_counter() - t_start
-    del solver, vp, opt
+    solver = None
+    if status != store.STATUS_COMPLETE and dev.type == "cuda":
+        torch.cuda.empty_cache()
     peak = meter.stop()
 
     done = iter_time[np.isfinite(iter_time)]
@@ -423,10 +457,20 @@ class Experiment:
         self.run_dir = cfg.run_dir
         self.obs_hash = observed_hash(cfg, self.problem)
         self._observed: torch.Tensor | None = None
+        self.lock = RunLock(self.run_dir)
 
     # ------------------------------------------------------------------ observed
     def ensure_observed(self, progress: ProgressFn | None = None, force: bool = False) -> ObservedResult:
-        """Model ``observed.zarr`` unless an up-to-date complete one exists (or ``force``)."""
+        """Model ``observed.zarr`` unless an up-to-date complete one exists (or ``force``).
+
+        Raises:
+            RunLockedError: another process is writing this run directory.
+            StorageError: the store cannot be written (it is removed, never left complete).
+        """
+        with self.lock:
+            return self._ensure_observed(progress, force)
+
+    def _ensure_observed(self, progress: ProgressFn | None, force: bool) -> ObservedResult:
         progress = progress or _noop
         path = store.observed_path(self.run_dir)
         if not force and store.is_complete(path, self.obs_hash):
@@ -445,7 +489,7 @@ class Experiment:
             "nshots": int(p.sources.shape[0]), "nrec": int(p.receivers.shape[1]),
             "src_z": int(p.sources[0, 1]), "rec_z": int(p.receivers[0, 0, 1]),
             "seconds": seconds, "config": self.cfg.resolved(), "versions": versions(),
-            **device_attrs(p.device),
+            "warnings": list(p.warnings), **device_attrs(p.device),
         }
         store.write_observed(path, data, wavelet=p.wavelet, sources=p.sources,
                              receivers=p.receivers, vp_true=p.vp_true, vp_init=p.vp_init,
@@ -466,7 +510,16 @@ class Experiment:
         return job_hash(self.cfg, job, self.obs_hash)
 
     def run_job(self, job: Job, progress: ProgressFn | None = None, index: int = 1, total: int = 1) -> JobResult:
-        """Run one job and write its store (observed data must exist: see ensure_observed)."""
+        """Run one job and write its store (observed data must exist: see ensure_observed).
+
+        Raises:
+            RunLockedError: another process is writing this run directory.
+            StorageError: the job's store cannot be written (it is removed).
+        """
+        with self.lock:
+            return self._run_job(job, progress, index, total)
+
+    def _run_job(self, job: Job, progress: ProgressFn | None, index: int, total: int) -> JobResult:
         progress = progress or _noop
         path = store.job_path(self.run_dir, job)
         observed = self.observed()
@@ -482,6 +535,7 @@ class Experiment:
             "timing": res.timing, "memory": res.memory, "versions": versions(), **dev,
             "reason": res.reason, "failed_iteration": res.failed_iteration,
             "seed": self.cfg.seed, "command": " ".join(sys.argv),
+            "warnings": list(self.problem.warnings),
         }
         store.finish_job(path, status=res.status, loss=res.loss, rmse=res.rmse,
                          vp_final=res.vp_final, iter_time=res.iter_time, attrs=attrs,
@@ -499,9 +553,19 @@ class Experiment:
         A job counts as complete when its store says ``status: complete`` and was made
         from the same configuration and observed data (else it is redone). Failed jobs do
         not stop the sweep.
+
+        Raises:
+            ConfigError: ``only`` matches no job.
+            RunLockedError: another process is writing this run directory (nothing is
+                written then).
+            StorageError: a store cannot be written (the sweep stops; rerun to resume).
         """
-        progress = progress or _noop
         jobs = select(self.jobs, only, self.cfg.path)
+        with self.lock:
+            return self._sweep(jobs, progress)
+
+    def _sweep(self, jobs: list[Job], progress: ProgressFn | None) -> SweepSummary:
+        progress = progress or _noop
         obs = self.ensure_observed(progress)
         summary = SweepSummary(obs)
         for i, job in enumerate(jobs, 1):

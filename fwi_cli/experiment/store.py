@@ -18,11 +18,20 @@ Completion protocol: a store is (re)created from scratch with ``status: "running
 arrays and all other attributes are written next, and ``status`` ("complete" or "failed")
 is written last, alone. A store that is missing, unreadable or not ``complete`` is not
 done; the next run deletes and rewrites it. So a killed sweep never leaves a half-written
-store marked complete.
+store marked complete. (Zarr writes each file through a temporary name and a rename, so a
+file is never seen half-written either.)
+
+Write failures (a full disk, a read-only directory) raise a
+:class:`~fwi_cli.errors.StorageError` naming the store and the OS error; the partial store
+is removed first, so nothing half-written is left behind and the next run redoes it.
+Changing the start model of a complete observed store marks it ``running`` while it works,
+so an interrupted change is remodelled rather than trusted.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +41,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from fwi_cli.errors import StorageError
 from fwi_cli.experiment.matrix import Job
 
 STATUS_RUNNING = "running"
@@ -90,6 +100,31 @@ def is_complete(path: str | Path, expected_hash: str | None = None) -> bool:
     return expected_hash is None or attrs.get("hash") == expected_hash
 
 
+def _writes(what: str):
+    """Decorator of a store writer ``f(path, ...)``: an OSError removes the partial store and
+    becomes a StorageError naming ``what``, the store and the OS error."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(path, *args, **kwargs):
+            try:
+                return fn(path, *args, **kwargs)
+            except StorageError:
+                raise
+            except OSError as exc:
+                code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+                why = f"[{code}] {exc.strerror}" if code and exc.strerror else str(exc)
+                shutil.rmtree(path, ignore_errors=True)
+                msg = (f"cannot write {what} {path}: {why}; the partial store was removed "
+                       "(rerun to redo it); free space there or set output_dir to a "
+                       "writable directory")
+            raise StorageError(msg)
+
+        return inner
+
+    return wrap
+
+
 def _fresh_group(path: Path, attrs: dict) -> zarr.Group:
     if path.exists():
         shutil.rmtree(path)
@@ -125,6 +160,7 @@ class ObservedStore:
     attrs: dict
 
 
+@_writes("the observed store")
 def write_observed(
     path: str | Path,
     data: np.ndarray,  # (nshots, nt, nrec)
@@ -157,15 +193,19 @@ def write_observed(
     g.attrs.update({"status": STATUS_COMPLETE})
 
 
+@_writes("the observed store")
 def update_observed_init(path: str | Path, vp_init: np.ndarray) -> None:
     """Replace ``vp_init`` of a complete observed store (the start model is not part of
-    the observed data's hash, so it may change without remodelling)."""
+    the observed data's hash, so it may change without remodelling). The store reads as
+    ``running`` while this works."""
     g = zarr.open_group(str(path), mode="r+")
     old = g["vp_init"]
     if old.shape == vp_init.shape and np.array_equal(old[...], vp_init):
         return
+    g.attrs.update({"status": STATUS_RUNNING})
     del g["vp_init"]
     _put(g, "vp_init", np.asarray(vp_init, np.float32), ["z", "x"])
+    g.attrs.update({"status": STATUS_COMPLETE})
 
 
 def read_observed(path: str | Path) -> ObservedStore:
@@ -211,12 +251,14 @@ class JobRecord:
         return self.job.label
 
 
+@_writes("the job store")
 def begin_job(path: str | Path, job: Job, attrs: dict) -> None:
     """Create a job's store from scratch with ``status: running`` (any old one is deleted)."""
     base = {"label": job.label, "impl": job.impl, "storage": job.storage, "dtype": job.dtype}
     _fresh_group(Path(path), {**base, **attrs})
 
 
+@_writes("the job store")
 def finish_job(
     path: str | Path,
     *,

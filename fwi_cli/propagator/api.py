@@ -8,18 +8,110 @@ kernels with a hand-written adjoint, built on first use).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from fwi_cli.equations import Acoustic
-from fwi_cli.errors import FwiArgumentError
+from fwi_cli.errors import DeviceMemoryError, FwiArgumentError, FwiWarning
 from fwi_cli.propagator import grid
 from fwi_cli.propagator.options import EagerOptions, MemoryOptions
 from fwi_cli.signal import dominant_frequency
 
 IMPLS = ("c", "eager")
+#: float32 fields of the padded grid alive per shot while stepping (u^{n+1}, u^n, u^{n-1},
+#: psi_x, psi_z, zeta_x, zeta_z and stencil temporaries); the adjoint holds as many again.
+STATE_FIELDS = 8
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device or host allocation failure (CUDA OOM, MemoryError, torch's CPU
+    allocator message)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def memory_estimate(prop: Propagator, batch: int, nrec: int, needs_grad: bool = True) -> dict:
+    """Rough bytes one call of ``prop`` needs on its compute device (for error messages).
+
+    Args:
+        prop: the propagator.  batch: shots B.  nrec: receivers per shot R.
+        needs_grad: whether the gradient is computed.
+
+    Returns:
+        dict of bytes: ``state`` (STATE_FIELDS padded float32 fields per shot, twice with a
+        gradient), ``saved`` (what the gradient keeps on the device: the boundary ring in the
+        gpu tier, two staging blocks in the cpu/disk tiers, nt interior frames for strategy
+        full), ``record`` (record, residual and its gradient), ``total``, ``per_shot`` and
+        ``ring_int8`` (the saved ring in int8, for advice).
+    """
+    from fwi_cli.storage import ring_nbytes
+
+    g = prop.geometry
+    cells = g.nzp * g.nxp
+    state = 4 * STATE_FIELDS * cells * batch * (2 if needs_grad else 1)
+    saved, ring_int8 = 0, 0
+    if needs_grad and prop.memory.strategy == "full":
+        saved = 4 * prop.nt * batch * cells
+    elif needs_grad:
+        opts = prop.memory.boundary
+        ring_int8 = ring_nbytes(prop.nt, batch, g.ring_cells, "int8")
+        if opts.storage == "gpu":
+            saved = ring_nbytes(prop.nt, batch, g.ring_cells, opts.storage_dtype)
+        else:
+            saved = 2 * ring_nbytes(min(opts.transfer_interval, prop.nt), batch, g.ring_cells,
+                                    opts.storage_dtype)
+        saved += 2 * 4 * batch * g.nz * g.nx  # the two seed frames
+    record = 4 * batch * prop.nt * nrec * (3 if needs_grad else 1)
+    total = state + saved + record
+    return {"state": state, "saved": saved, "record": record, "total": total,
+            "per_shot": total // max(batch, 1), "ring_int8": ring_int8}
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def out_of_memory_message(prop: Propagator, batch: int, nrec: int, cause: str = "",
+                          extra_bytes: int = 0, needs_grad: bool = True) -> str:
+    """The text of a :class:`~fwi_cli.errors.DeviceMemoryError`: the estimated need, what the
+    device has, and what to change.
+
+    Args:
+        prop: the propagator.  batch, nrec: shots and receivers per shot of the call.
+        cause: first line of the allocator's message.
+        extra_bytes: other bytes the caller keeps on the device (e.g. observed data).
+        needs_grad: whether the gradient was being computed.
+    """
+    est = memory_estimate(prop, batch, nrec, needs_grad)
+    need = est["total"] + extra_bytes
+    where = str(prop.device)
+    have = ""
+    if prop.device.type == "cuda":
+        try:
+            free, total = torch.cuda.mem_get_info(prop.device)
+            have = f"; the device has {_gib(free)} free of {_gib(total)}"
+        except RuntimeError:
+            have = ""
+    opts = prop.memory.boundary if prop.memory.strategy == "boundary" else None
+    advice = [f"a smaller batch (about {_gib(est['per_shot'])} per shot)"]
+    if opts is None:
+        advice.append("strategy 'boundary' (keeps a boundary ring, not every frame)")
+    else:
+        if opts.storage == "gpu":
+            advice.append("storage 'cpu' or 'disk' (keeps the boundary ring off the device)")
+        if opts.storage_dtype != "int8":
+            advice.append(f"storage dtype 'int8' (ring {_gib(est['ring_int8'])})")
+    parts = (f"wavefields {_gib(est['state'])}, saved for the gradient {_gib(est['saved'])}, "
+             f"records {_gib(est['record'])}"
+             + (f", other {_gib(extra_bytes)}" if extra_bytes else ""))
+    head = f"out of memory on {where}" + (f" ({cause})" if cause else "")
+    return (f"{head}: {batch} shot(s) of a {prop.geometry.nzp} x {prop.geometry.nxp} padded "
+            f"grid, nt = {prop.nt}, need about {_gib(need)} ({parts}){have}; try "
+            + ", ".join(advice))
 
 
 @dataclass
@@ -63,6 +155,10 @@ class Propagator:
         eager_options: options of the eager implementation.
         pml_freq: frequency (Hz) of the CPML frequency shift alpha = pi f; None takes the
             dominant frequency of the first call's (first shot's) wavelet and keeps it.
+
+    Warns:
+        FwiWarning: at the first call, when the grid has fewer points per shortest
+            wavelength than the stencil needs (:func:`~fwi_cli.propagator.grid.dispersion_warning`).
     """
 
     def __init__(
@@ -108,6 +204,7 @@ class Propagator:
         self.pml_freq = pml_freq
         self.geometry = grid.Geometry(self.shape[0], self.shape[1], self.pml_width, n_half)
         self.last_memory = MemoryReport(strategy=self.memory.strategy)
+        self._dispersion_checked = False
 
     @property
     def spatial_order(self) -> int:
@@ -161,6 +258,12 @@ class Propagator:
         if not np.all(np.isfinite(w)):
             raise FwiArgumentError("wavelet contains NaN or Inf values")
         w = np.array(w[:, : self.nt], dtype=np.float64, copy=True)
+        if not self._dispersion_checked:  # once: the figure depends on the first call's inputs
+            self._dispersion_checked = True
+            msg = grid.dispersion_warning(self.spatial_order, self.dh, float(v.detach().min()),
+                                          grid.useful_max_frequency(w[0], self.dt))
+            if msg is not None:
+                warnings.warn(msg, FwiWarning, stacklevel=3)
         if self.pml_freq is None:
             # Frozen at the first call, so the operator stays linear in the wavelet and a
             # shot's record does not depend on the batch it is in.
@@ -189,17 +292,36 @@ class Propagator:
 
         Returns:
             (B, nt, R, 1) float32 record on the model's device, differentiable in vp.
+
+        Raises:
+            FwiArgumentError: a bad argument (see the checks of each).
+            DeviceMemoryError: the device (or host) ran out of memory in the forward pass;
+                the message gives the estimated need and what to change.
         """
         v, v2dt2, w, src_flat, rec_flat, cpml = self._prepare(wavelet, sources, receivers, models)
         needs_grad = torch.is_grad_enabled() and v.requires_grad
-        if self.impl == "eager":
-            from fwi_cli.propagator import eager_impl
+        batch, nrec = int(src_flat.shape[0]), int(rec_flat.shape[1])
+        oom = None
+        try:
+            if self.impl == "eager":
+                from fwi_cli.propagator import eager_impl
 
-            rec = eager_impl.run(self, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
-        else:
-            from fwi_cli.propagator import compiled
+                rec = eager_impl.run(self, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
+            else:
+                from fwi_cli.propagator import compiled
 
-            rec = compiled.run(self, v, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
+                rec = compiled.run(self, v, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            oom = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if oom is not None:  # raised here, outside the handler, so the failed call's frames
+            # (and the device memory they hold) are released first
+            del v2dt2, w, src_flat, rec_flat, cpml
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise DeviceMemoryError(out_of_memory_message(
+                self, batch, nrec, oom, needs_grad=needs_grad))
         self.last_memory.record_bytes = rec.element_size() * rec.nelement()
         return rec[..., None]
 
