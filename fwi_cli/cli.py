@@ -292,9 +292,15 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
         args = ["--help"]
-    old_term = None
+    caught: list[int] = []  # the signal that stopped us (typer may turn Ctrl-C into exit 130)
+
+    def on_signal(signum, frame) -> None:
+        caught.append(signum)
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    old = {}
     if threading.current_thread() is threading.main_thread():
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FwiWarning)  # shown by the progress printers
@@ -306,15 +312,18 @@ def main(argv: list[str] | None = None) -> None:
     except FwiError as exc:
         typer.echo(f"fwi: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort) as exc:  # click wraps Ctrl-C into Abort
-        if isinstance(exc, _Terminated) or isinstance(exc.__cause__ or exc.__context__, _Terminated):
-            typer.echo("fwi: terminated; complete stores are kept, rerun to resume", err=True)
-            sys.exit(143)
-        typer.echo("fwi: interrupted; complete stores are kept, rerun to resume", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort) as exc:  # older typer/click: Ctrl-C as Abort
+        if not caught:
+            caught.append(signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+        rv = None
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if caught:
+        term = caught[0] == signal.SIGTERM
+        typer.echo(f"fwi: {'terminated' if term else 'interrupted'}; complete stores are kept, "
+                   "rerun to resume", err=True)
+        sys.exit(143 if term else 130)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
