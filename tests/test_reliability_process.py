@@ -50,7 +50,7 @@ def _launch(tmp_path, *args, env=None, **popen):
                             text=True, **popen)
 
 
-def _disk_sweep_config(tmp_path, iterations=6):
+def _disk_sweep_config(tmp_path, iterations=3):
     memory = {**BOUNDARY, "disk_dir": str(tmp_path / "rings")}
     matrix = [{"impl": "eager", "storage": "disk", "dtype": ["fp32", "int8"]}]
     return write_tiny(tmp_path, memory=memory, matrix=matrix, inversion={"iterations": iterations})
@@ -63,7 +63,7 @@ def test_process_signal_mid_job_cleans_up_and_rerun_resumes(tmp_path, monkeypatc
     proc = _launch(tmp_path, "sweep", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for line in proc.stdout:  # plain progress lines: the pipe is not a terminal
-            if f"[{at_job}/2]" in line and "iter 1/6" in line:
+            if f"[{at_job}/2]" in line and "iter 1/3" in line:
                 proc.send_signal(sig)
                 break
         _, err = proc.communicate(timeout=120)
@@ -156,7 +156,7 @@ def test_process_run_dir_locked_by_another_process_is_a_clear_error(tmp_path, mo
 
 def test_process_two_sweeps_on_one_run_dir_do_not_mix(tmp_path, monkeypatch):
     eager_observed_only(monkeypatch)
-    path = write_tiny(tmp_path, inversion={"iterations": 4})
+    path = write_tiny(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
     proc = _launch(tmp_path, "sweep", str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
