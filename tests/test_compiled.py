@@ -197,6 +197,21 @@ def test_compiled_lossy_gradient_accuracy_on_seed_problem(rel_l2):
     assert rel_l2(grads["int8"], grads["fp32"]) <= 1e-3
 
 
+def test_compiled_second_backward_is_a_clear_error(crop):
+    from fwi_cli.errors import FwiError
+
+    nz, nx = crop[1].shape
+    p = Propagator(Acoustic("cpu", 4), (nz, nx), DH, DT, 60, pml_width=PML, impl="c")
+    vv = torch.tensor(crop[1], requires_grad=True)
+    src, rec = _geometry(nx)
+    loss = p(_wavelet(60), src, rec, [vv]).pow(2).sum()
+    loss.backward(retain_graph=True)
+    first = vv.grad.clone()
+    with pytest.raises(FwiError, match="once"):
+        loss.backward()
+    assert torch.isfinite(first).all() and first.abs().sum() > 0
+
+
 def test_compiled_missing_compiler_gives_clear_error(monkeypatch):
     from fwi_cli.propagator import backend
 

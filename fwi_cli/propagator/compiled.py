@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fwi_cli.errors import FwiError
 from fwi_cli.propagator import backend
 from fwi_cli.propagator.grid import scaled_weights
 
@@ -115,7 +116,8 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
 
     Args:
         grad_record: (B, nt, R) dJ/drecord.
-        saved: the seed frames (boundary) or the interior L history (full).
+        saved: a one-element list holding the seed frames (boundary) or the interior L
+            history (full); emptied here so the seed frames are freed once copied.
     """
     n, nz, nx = pb.n, pb.g.nz, pb.g.nx
     lam, lp = pb.zeros_state(), pb.zeros_state()
@@ -123,11 +125,13 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
     grad = torch.zeros(pb.batch, nz, nx, device=pb.dev, dtype=torch.float32)
     gr = grad_record.to(torch.float32).contiguous()
     empty = _empty(pb.dev)
+    saved = saved.pop()
     if strategy == "boundary":
         ua = torch.zeros(pb.batch, nz + 2 * n, nx + 2 * n, device=pb.dev, dtype=torch.float32)
         ub = torch.zeros_like(ua)
         ua[:, n:n + nz, n:n + nx] = saved[0]
         ub[:, n:n + nz, n:n + nx] = saved[1]
+        saved = None  # the frames now live in ua/ub
     else:
         ua = ub = empty
     starts = list(range(0, pb.nt, chunk))
@@ -176,12 +180,17 @@ class _CompiledFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_record):
         (v2s,) = ctx.saved_tensors
+        if ctx.saved is None:
+            raise FwiError(
+                "impl='c' computes the gradient of a forward call once (its saved state is freed "
+                "by the first backward); call the propagator again instead of retain_graph=True"
+            )
+        box, ctx.saved = [ctx.saved], None
         try:
-            g = backward(ctx.lib, ctx.pb, v2s, grad_record, ctx.strategy, ctx.saved, ctx.store, ctx.chunk)
+            g = backward(ctx.lib, ctx.pb, v2s, grad_record, ctx.strategy, box, ctx.store, ctx.chunk)
         finally:
             if ctx.store is not None:
                 ctx.store.close()
-            ctx.saved = None
         return g, None, None
 
 
