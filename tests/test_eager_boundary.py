@@ -289,3 +289,31 @@ def test_eager_boundary_cuda_compiled_graphs_match_full(problem, rel_l2, dtype):
     assert prop.memory_report().extra["cuda_graphs"] is True
     tol = 1e-4 if dtype == torch.float32 else 1e-12
     assert rel_l2(grads["boundary"], grads["full"]) <= tol
+
+
+def test_eager_boundary_autograd_adjoint_option_is_used(problem, eager_propagator, rel_l2, monkeypatch):
+    from fwi_cli.propagator import eager_boundary
+
+    calls = []
+    real = eager_boundary.adjoint_step_autograd
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(eager_boundary, "adjoint_step_autograd", spy)
+    v_true, v_init, src, rec, wav, dh = problem(60)
+    grads = {}
+    for mode in ("manual", "autograd"):
+        prop = eager_propagator((NZ, NX), dh, DT, 60, pml_width=PML, memory=_boundary())
+        prop.eager_options = EagerOptions(adjoint=mode)
+        v = torch.from_numpy(v_init).requires_grad_()
+        prop(torch.from_numpy(wav), src, rec, [v]).pow(2).sum().backward()
+        grads[mode] = v.grad
+    assert len(calls) == 60
+    assert rel_l2(grads["autograd"], grads["manual"]) < 1e-6
+
+
+def test_eager_options_adjoint_must_be_known():
+    with pytest.raises(ValueError, match="adjoint"):
+        EagerOptions(adjoint="magic")

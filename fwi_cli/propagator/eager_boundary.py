@@ -127,6 +127,25 @@ def adjoint_step(lam, lam_old, g_px, g_pz, g_zx, g_zz, k: eager.StepCoefficients
     return lam_new, k.bx * s_x, k.bz * s_z, k.bx * t_x, k.bz * t_z
 
 
+def adjoint_step_autograd(lam, lam_old, g_px, g_pz, g_zx, g_zz, k: eager.StepCoefficients):
+    """:func:`adjoint_step` computed by autograd: the VJP of one :func:`eager.step`.
+
+    The step is linear in its state, so its VJP does not depend on the primal values (zeros
+    are used). Same arguments and returns as :func:`adjoint_step`; slower, and the literal
+    "autograd on a single step" form (``EagerOptions(adjoint="autograd")``).
+    """
+    z = torch.zeros_like(lam)
+
+    def one_step(u, px, pz, zx, zz):
+        u_next, _, px, pz, zx, zz = eager.step(u, z, px, pz, zx, zz, k)
+        return u_next, px, pz, zx, zz
+
+    with torch.enable_grad():
+        _, vjp = torch.func.vjp(one_step, z, z, z, z, z)
+        g_u, g_px, g_pz, g_zx, g_zz = vjp((lam, g_px, g_pz, g_zx, g_zz))
+    return g_u - lam_old, g_px, g_pz, g_zx, g_zz
+
+
 # ----------------------------------------------------------------------------- per-step kernels
 def _forward_step(u, up, px, pz, zx, zz, k: eager.StepCoefficients, src_flat, amp, rec_flat, ring_idx):
     """Step n of the forward, plus what the boundary strategy keeps of it.
@@ -149,7 +168,7 @@ def _forward_step(u, up, px, pz, zx, zz, k: eager.StepCoefficients, src_flat, am
 
 def _backward_step(cur, nxt, ring, lam, lam_old, g_px, g_pz, g_zx, g_zz, g_acc, g_src,
                    k: eager.StepCoefficients, v_int, grad_rec, rec_flat, src_flat, src_int, amp, w_n,
-                   halo_idx, pml: int):
+                   halo_idx, pml: int, adjoint=adjoint_step):
     """Step n of the backward: reconstruct u^{n-1}, accumulate the gradient, step lambda.
 
     Args:
@@ -175,8 +194,13 @@ def _backward_step(cur, nxt, ring, lam, lam_old, g_px, g_pz, g_zx, g_zz, g_acc, 
     g_src = g_src + lam.reshape(b, -1).gather(1, src_flat)[:, 0] * w_n
     prev = 2 * cur + v_int * lap - nxt
     prev = prev.reshape(b, -1).scatter_add(1, src_int, amp[:, None]).reshape(cur.shape)
-    lam_new, g_px, g_pz, g_zx, g_zz = adjoint_step(lam, lam_old, g_px, g_pz, g_zx, g_zz, k)
+    lam_new, g_px, g_pz, g_zx, g_zz = adjoint(lam, lam_old, g_px, g_pz, g_zx, g_zz, k)
     return prev, lam_new, lam, g_px, g_pz, g_zx, g_zz, g_acc, g_src
+
+
+def _backward_step_autograd(*args):
+    """:func:`_backward_step` with the per-step adjoint taken from autograd."""
+    return _backward_step(*args, adjoint=adjoint_step_autograd)
 
 
 class _Kernel:
@@ -398,7 +422,8 @@ def _backward_pass(plan: _Plan, v2dt2, u_last, u_prev, grad_record):
     v_int = v2dt2[p:p + nz, p:p + nx].contiguous()
     src_int = (src_flat // g.nxp - p) * nx + (src_flat % g.nxp - p)  # (B, 1)
     amps = v2dt2.reshape(-1)[src_flat[:, 0]][:, None] * w  # (B, nt)
-    step = _Kernel(_backward_step, plan.use_compile)
+    by_autograd = prop.eager_options.adjoint == "autograd"
+    step = _Kernel(_backward_step_autograd, False) if by_autograd else _Kernel(_backward_step, plan.use_compile)
 
     st = {name: torch.zeros(b, g.nzp, g.nxp, dtype=dt_, device=dev) for name in _BWD_STATE[2:8]}
     st["cur"] = u_prev.to(dt_).clone()
@@ -424,7 +449,7 @@ def _backward_pass(plan: _Plan, v2dt2, u_last, u_prev, grad_record):
                           ("g_pz", g_pz), ("g_zx", g_zx), ("g_zz", g_zz), ("g_acc", g_acc), ("g_src", g_src)):
             s[name].copy_(val)  # "nxt" first: with t = 1 it is the old "cur"
 
-    runner = _ChunkRunner(body, st, kk, plan.use_graphs)
+    runner = _ChunkRunner(body, st, kk, plan.use_graphs and not by_autograd)
     grad_record = grad_record.to(dt_)
     for n0 in reversed(range(0, nt, kk)):
         t = min(kk, nt - n0)

@@ -79,8 +79,18 @@ class EagerOptions:
         use_compile: compile the time step with ``torch.compile`` (None: automatic,
             on for CUDA when available, off on CPU).
         allow_tf32: allow TF32 in stencils (off: fp32 results).
+        adjoint: how the boundary-saving backward steps the adjoint: "manual" (the
+            transposed step written with tensor ops, fastest, compiled and graph-captured
+            on CUDA) or "autograd" (the VJP of each single step from autograd; slower).
+            Both are the exact discrete adjoint.
+        extra: implementation switches, e.g. {"cuda_graphs": False}.
     """
 
     use_compile: bool | None = None
     allow_tf32: bool = False
+    adjoint: str = "manual"
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adjoint not in ("manual", "autograd"):
+            raise FwiArgumentError(f"EagerOptions.adjoint must be 'manual' or 'autograd', got {self.adjoint!r}")
