@@ -5,9 +5,15 @@ Commands (DESIGN §6)::
     fwi model  CONFIG [--force]                         observed data -> <out>/<name>/observed.zarr
     fwi invert CONFIG --impl c --storage gpu --dtype int8   one job -> <impl>-<storage>-<dtype>.zarr
     fwi sweep  CONFIG [--only GLOB]                     every matrix job, skipping complete ones
+    fwi sweep  CONFIG --gpus 0,1,2,3 | --workers N      the same, jobs run concurrently
     fwi report RUN_DIR|CONFIG                           figures + summary.md -> RUN_DIR/report/
 
 Every command takes repeatable ``--set key.path=value`` overrides and ``--quiet``.
+
+``torchrun --nproc-per-node N -m fwi_cli invert|sweep ...`` splits every shot batch over N
+ranks (see :mod:`fwi_cli.experiment.distributed`); rank 0 alone prints and writes.
+``--gpus``/``--workers`` run whole jobs in parallel worker processes
+(:mod:`fwi_cli.experiment.parallel`). See docs/distributed.md.
 
 Exit codes: 0 success; 1 a job failed (its store says why); 2 a user error (bad file, key,
 value, option; CFL violation; a full disk; a run directory in use by another fwi process),
@@ -108,7 +114,7 @@ class _RichProgress(_Warnings):
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
         )
         self.sweep_task = None
-        self.job_task = None
+        self.job_tasks: dict = {}  # job label -> its bar (several run at once with --gpus)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -129,14 +135,16 @@ class _RichProgress(_Warnings):
         if self.sweep_task is None and ev.total:
             self.sweep_task = p.add_task("jobs", total=ev.total, info="")
         if ev.kind == "job_start":
-            if self.job_task is not None:
-                p.remove_task(self.job_task)
-            self.job_task = p.add_task(f"[{ev.index}/{ev.total}] {ev.job.label}",
-                                       total=ev.iterations, info="")
-        elif ev.kind == "iteration" and self.job_task is not None:
-            p.update(self.job_task, completed=ev.iteration,
+            if ev.job.label in self.job_tasks:
+                p.remove_task(self.job_tasks.pop(ev.job.label))
+            self.job_tasks[ev.job.label] = p.add_task(f"[{ev.index}/{ev.total}] {ev.job.label}",
+                                                      total=ev.iterations, info="")
+        elif ev.kind == "iteration" and ev.job.label in self.job_tasks:
+            p.update(self.job_tasks[ev.job.label], completed=ev.iteration,
                      info=f"loss {ev.loss:.3e}  rmse {ev.rmse:.1f}")
         elif ev.kind in ("job_end", "job_skip"):
+            if ev.job.label in self.job_tasks:
+                p.remove_task(self.job_tasks.pop(ev.job.label))
             p.advance(self.sweep_task)
             mark = "skipped (complete)" if ev.kind == "job_skip" else ev.status
             tail = f": {ev.message}" if ev.kind == "job_end" and ev.status != "complete" else ""
@@ -146,7 +154,7 @@ class _RichProgress(_Warnings):
 @contextlib.contextmanager
 def _progress(quiet: bool, ex=None):
     notes = ex.problem.warnings if ex is not None else ()
-    if quiet:
+    if quiet or (ex is not None and not ex.is_writer):  # torchrun ranks > 0 print nothing
         yield _Warnings(notes)
     elif sys.stdout.isatty():
         with _RichProgress(notes) as rp:
@@ -158,8 +166,10 @@ def _progress(quiet: bool, ex=None):
 # --------------------------------------------------------------------------- helpers
 def _experiment(config: str, sets: list[str] | None):
     from fwi_cli.experiment import Experiment, load_config
+    from fwi_cli.experiment.distributed import init_from_env
 
-    return Experiment(load_config(config, sets or []))
+    cfg = load_config(config, sets or [])
+    return Experiment(cfg, dist=init_from_env())  # dist is None unless started by torchrun
 
 
 def _fmt(x, spec: str) -> str:
@@ -197,7 +207,7 @@ def model(
     ex = _experiment(config, set_)
     with _progress(quiet, ex) as prog:
         res = ex.ensure_observed(prog, force=force)
-    if not quiet:
+    if not quiet and ex.is_writer:
         state = "reused (up to date)" if res.reused else f"written in {res.seconds:.1f} s"
         typer.echo(f"{res.path}: {state}, impl {res.impl}")
 
@@ -223,6 +233,8 @@ def invert(
     with _progress(quiet, ex) as prog:
         ex.ensure_observed(prog)
         res = ex.run_job(Job(impl, storage, dtype), prog)
+    if not ex.is_writer:  # rank 0 of a torchrun group reports
+        raise typer.Exit(0 if res.ok else 1)
     if not quiet or not res.ok:
         typer.echo(_result_line(res), err=not res.ok)
     if not quiet:
@@ -235,13 +247,24 @@ def invert(
 def sweep(
     config: str = typer.Argument(..., help="experiment YAML"),
     only: str = typer.Option(None, "--only", help="run only jobs matching this glob, e.g. 'c-gpu-*'"),
+    gpus: str = typer.Option(None, "--gpus", help="run jobs concurrently, one worker process per "
+                             "listed GPU, e.g. --gpus 0,1,2,3"),
+    workers: int = typer.Option(None, "--workers", help="run jobs concurrently in N CPU worker "
+                                "processes"),
     set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
-    """Run every job of the matrix in order, skipping jobs already complete."""
+    """Run every job of the matrix, skipping jobs already complete (in order, or concurrently
+    with --gpus / --workers)."""
+    from fwi_cli.experiment import parallel
+
+    devices = parallel.worker_devices(gpus, workers)
     ex = _experiment(config, set_)
     with _progress(quiet, ex) as prog:
-        summary = ex.sweep(only, prog)
+        summary = ex.sweep(only, prog) if devices is None else \
+            parallel.sweep(ex, devices, only, prog)
+    if not ex.is_writer:  # rank 0 of a torchrun group reports
+        raise typer.Exit(1 if summary.failed else 0)
     if not quiet:
         for res in summary.results:
             typer.echo(_result_line(res))
@@ -310,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"fwi: error: {msg}", err=True)
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     except FwiError as exc:
-        typer.echo(f"fwi: error: {' '.join(str(exc).split())}", err=True)
+        if not getattr(exc, "reported_elsewhere", False):  # torchrun: rank 0 reports it
+            typer.echo(f"fwi: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort) as exc:  # older typer/click: Ctrl-C as Abort
         if not caught:

@@ -21,7 +21,11 @@ Other exceptions are bugs and propagate. Device memory of a failed job is releas
 (references dropped, the CUDA cache emptied) before the next job starts.
 
 Writers of a run directory hold its :class:`~fwi_cli.experiment.lock.RunLock`, so a second
-sweep on the same directory stops at once with a clear message. Failing to write a store
+sweep on the same directory stops at once with a clear message. Under ``torchrun`` (a
+:class:`~fwi_cli.experiment.distributed.DistContext`) every rank computes its share of each
+shot batch and rank 0 alone holds the lock, writes the stores and reports progress; the
+concurrent sweep (:mod:`~fwi_cli.experiment.parallel`) holds the lock in its parent process
+and runs its workers with ``lock=False``. Failing to write a store
 (full disk, permissions) raises a :class:`~fwi_cli.errors.StorageError` and stops the sweep:
 the partial store is removed and never marked complete.
 
@@ -31,6 +35,7 @@ prints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -56,6 +61,7 @@ from fwi_cli.errors import (
 )
 from fwi_cli.experiment import store
 from fwi_cli.experiment.config import ExperimentConfig
+from fwi_cli.experiment.distributed import DistContext, check_batch
 from fwi_cli.experiment.lock import RunLock
 from fwi_cli.experiment.matrix import Job, expand, select
 from fwi_cli.experiment.problem import (
@@ -312,6 +318,7 @@ def compute_job(
     progress: ProgressFn | None = None,
     index: int = 1,
     total: int = 1,
+    dist: DistContext | None = None,
 ) -> JobResult:
     """Run one inversion (no store written).
 
@@ -322,6 +329,9 @@ def compute_job(
         observed: (nshots, nt, nrec, 1) float32 observed data on the compute device.
         progress: receives "iteration" events.
         index, total: position of the job in its sweep (for the events).
+        dist: the process group when started by torchrun: each rank models its share of
+            every batch and the loss and gradient are summed over the ranks (see
+            :mod:`~fwi_cli.experiment.distributed`); None for one process.
 
     Returns:
         The :class:`JobResult` (status "failed" with reason on a non-finite loss/model, a
@@ -356,14 +366,18 @@ def compute_job(
             idx = rng.choice(nshots, inv.batch_shots, replace=False)
             shots[it] = idx
             opt.zero_grad()
-            rec = solver(problem.wavelet, problem.sources[idx], problem.receivers[idx], models=[vp])
-            value = (rec - observed[torch.from_numpy(idx).to(dev)]).pow(2).mean()
-            lval = float(value.detach().cpu())
+            if dist is None:
+                rec = solver(problem.wavelet, problem.sources[idx], problem.receivers[idx], models=[vp])
+                value = (rec - observed[torch.from_numpy(idx).to(dev)]).pow(2).mean()
+                lval = float(value.detach().cpu())
+            else:  # the gradient is already summed over the ranks
+                lval = dist.loss_and_grad(solver, problem, vp, idx, observed)
             if not math.isfinite(lval):
                 status, failed_it = store.STATUS_FAILED, it + 1
                 reason = f"loss is {lval} at iteration {it + 1}"
                 break
-            value.backward()
+            if dist is None:
+                value.backward()
             opt.step()
             rec = value = None
             if report is None:
@@ -445,19 +459,40 @@ class Experiment:
     Args:
         cfg: a validated configuration.
         device: overrides the configuration's device.
+        dist: the process group when started by torchrun (its device overrides both):
+            rank 0 alone locks, writes and reports progress; all ranks compute.
+        lock: False when another process holds the run directory's lock for this one
+            (the workers of a concurrent sweep).
 
     Raises:
         ConfigError: anything wrong with the problem (see :func:`build_problem`).
+        FwiArgumentError: fewer shots per batch than ranks.
     """
 
-    def __init__(self, cfg: ExperimentConfig, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, device: torch.device | None = None,
+                 dist: DistContext | None = None, lock: bool = True) -> None:
         self.cfg = cfg
+        self.dist = dist
+        if dist is not None:
+            check_batch(cfg.inversion.batch_shots, dist, cfg.path)
+            device = dist.device
         self.problem = build_problem(cfg, device)
         self.jobs = expand(cfg.matrix, cfg.path)
         self.run_dir = cfg.run_dir
         self.obs_hash = observed_hash(cfg, self.problem)
         self._observed: torch.Tensor | None = None
-        self.lock = RunLock(self.run_dir)
+        self.lock = RunLock(self.run_dir) if lock and self.is_writer else contextlib.nullcontext()
+
+    @property
+    def is_writer(self) -> bool:
+        """True unless this is a rank other than 0 of a distributed run."""
+        return self.dist is None or self.dist.is_writer
+
+    def _on_writer(self, fn, *args, **kwargs):
+        """``fn(...)`` here, or on rank 0 alone with its result handed to every rank."""
+        if self.dist is None:
+            return fn(*args, **kwargs)
+        return self.dist.on_writer(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ observed
     def ensure_observed(self, progress: ProgressFn | None = None, force: bool = False) -> ObservedResult:
@@ -468,7 +503,7 @@ class Experiment:
             StorageError: the store cannot be written (it is removed, never left complete).
         """
         with self.lock:
-            return self._ensure_observed(progress, force)
+            return self._on_writer(self._ensure_observed, progress, force)
 
     def _ensure_observed(self, progress: ProgressFn | None, force: bool) -> ObservedResult:
         progress = progress or _noop
@@ -520,14 +555,17 @@ class Experiment:
             return self._run_job(job, progress, index, total)
 
     def _run_job(self, job: Job, progress: ProgressFn | None, index: int, total: int) -> JobResult:
-        progress = progress or _noop
+        progress = (progress or _noop) if self.is_writer else _noop
         path = store.job_path(self.run_dir, job)
         observed = self.observed()
         progress(Progress("job_start", job, index, total, 0, self.cfg.inversion.iterations))
         dev = device_attrs(self.problem.device)
-        store.begin_job(path, job, {"config": self.cfg.resolved(), "hash": self.job_hash(job),
-                                    "observed_hash": self.obs_hash, **dev})
-        res = compute_job(self.cfg, self.problem, job, observed, progress, index, total)
+        if self.dist is not None:
+            dev["distributed"] = self.dist.describe()
+        self._on_writer(store.begin_job, path, job, {
+            "config": self.cfg.resolved(), "hash": self.job_hash(job),
+            "observed_hash": self.obs_hash, **dev})
+        res = compute_job(self.cfg, self.problem, job, observed, progress, index, total, self.dist)
         attrs = {
             "config": self.cfg.resolved(), "hash": self.job_hash(job),
             "observed_hash": self.obs_hash,
@@ -537,9 +575,9 @@ class Experiment:
             "seed": self.cfg.seed, "command": " ".join(sys.argv),
             "warnings": list(self.problem.warnings),
         }
-        store.finish_job(path, status=res.status, loss=res.loss, rmse=res.rmse,
-                         vp_final=res.vp_final, iter_time=res.iter_time, attrs=attrs,
-                         shots=res.shots)
+        self._on_writer(store.finish_job, path, status=res.status, loss=res.loss, rmse=res.rmse,
+                        vp_final=res.vp_final, iter_time=res.iter_time, attrs=attrs,
+                        shots=res.shots)
         res.path = path
         progress(Progress("job_end", job, index, total, int(np.sum(np.isfinite(res.loss))),
                           self.cfg.inversion.iterations,
@@ -565,12 +603,12 @@ class Experiment:
             return self._sweep(jobs, progress)
 
     def _sweep(self, jobs: list[Job], progress: ProgressFn | None) -> SweepSummary:
-        progress = progress or _noop
+        progress = (progress or _noop) if self.is_writer else _noop
         obs = self.ensure_observed(progress)
         summary = SweepSummary(obs)
         for i, job in enumerate(jobs, 1):
             path = store.job_path(self.run_dir, job)
-            if store.is_complete(path, self.job_hash(job)):
+            if self._on_writer(store.is_complete, path, self.job_hash(job)):  # ranks agree
                 summary.skipped.append(job)
                 progress(Progress("job_skip", job, i, len(jobs), status=store.STATUS_COMPLETE,
                                   message="already complete"))
