@@ -24,7 +24,7 @@ from _experiment_tiny import eager_observed_only, write_tiny
 from fwi_cli.cli import main
 from fwi_cli.errors import FwiArgumentError, RunLockedError, StorageError
 from fwi_cli.experiment import Experiment, Job, load_config, parallel, runner, store
-from fwi_cli.experiment.distributed import check_batch, init_from_env, split_shots
+from fwi_cli.experiment.distributed import PeerRankError, check_batch, init_from_env, split_shots
 from fwi_cli.experiment.lock import RunLock
 
 RTOL = 1e-5  # fp32 sums in another order
@@ -123,9 +123,9 @@ class _FailsOnCall:
         return getattr(self.inner, name)
 
 
-def _rank_main(rank: int, port: int, good: str, bad: str, out) -> None:
-    """One rank: a sweep (the writers booby-trapped on rank 1), then a job that fails on
-    rank 1 at iteration 2."""
+def _rank_main(rank: int, port: int, good: str, bad: str, locked: str, out) -> None:
+    """One rank: a run directory locked by another process, a sweep (the writers
+    booby-trapped on rank 1), then a job that fails on rank 1 at iteration 2."""
     env = {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     os.environ.update(env)
@@ -138,6 +138,11 @@ def _rank_main(rank: int, port: int, good: str, bad: str, out) -> None:
         for name in ("write_observed", "update_observed_init", "begin_job", "finish_job"):
             setattr(store, name, trap)
     ctx = init_from_env(env)
+    try:
+        Experiment(load_config(locked), dist=ctx).ensure_observed()
+        refused = "no error"
+    except (RunLockedError, PeerRankError) as exc:
+        refused = type(exc).__name__
     events: list = []
     ex = Experiment(load_config(good), dist=ctx)
     summary = ex.sweep(progress=events.append)
@@ -146,19 +151,24 @@ def _rank_main(rank: int, port: int, good: str, bad: str, out) -> None:
         real = runner.make_propagator
         runner.make_propagator = lambda *a, **k: _FailsOnCall(real(*a, **k), 2)
     failed = Experiment(load_config(bad), dist=ctx).sweep()
-    out.put((rank, isinstance(ex.lock, RunLock), kinds, summary.ok,
+    out.put((rank, refused, isinstance(ex.lock, RunLock), kinds, summary.ok,
              [(r.status, r.failed_iteration, r.reason) for r in failed.results]))
 
 
 def test_distributed_rank0_alone_writes_and_failures_are_agreed(tmp_path):
     good = write_tiny(tmp_path, "good.yaml", name="good")
     bad = write_tiny(tmp_path, "bad.yaml", name="bad", inversion={"iterations": 3})
+    locked = write_tiny(tmp_path, "locked.yaml", name="locked")
     out = tmp.get_context("spawn").SimpleQueue()
-    tmp.spawn(_rank_main, args=(_free_port(), str(good), str(bad), out), nprocs=2, join=True)
+    with RunLock(load_config(locked).run_dir):  # another fwi process writes "locked"
+        tmp.spawn(_rank_main, args=(_free_port(), str(good), str(bad), str(locked), out),
+                  nprocs=2, join=True)
     got = dict((r[0], r[1:]) for r in (out.get(), out.get()))
 
-    lock0, kinds0, ok0, failed0 = got[0]
-    lock1, kinds1, ok1, failed1 = got[1]
+    refused0, lock0, kinds0, ok0, failed0 = got[0]
+    refused1, lock1, kinds1, ok1, failed1 = got[1]
+    # rank 0 cannot lock: it raises, and rank 1 learns it instead of waiting for rank 0
+    assert (refused0, refused1) == ("RunLockedError", "PeerRankError")
     assert lock0 and not lock1  # rank 1 takes no run-directory lock
     assert kinds1 == [] and kinds0[:2] == ["observed_start", "observed_done"]  # rank 0 reports
     assert kinds0.count("iteration") == 6 and ok0 and ok1

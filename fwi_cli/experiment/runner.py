@@ -494,6 +494,16 @@ class Experiment:
             return fn(*args, **kwargs)
         return self.dist.on_writer(fn, *args, **kwargs)
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the run-directory lock; under torchrun every rank learns whether rank 0 got
+        it (so no rank waits in a collective for a rank 0 that stopped)."""
+        self._on_writer(lambda: self.lock.__enter__() and None)
+        try:
+            yield
+        finally:
+            self.lock.__exit__(None, None, None)
+
     # ------------------------------------------------------------------ observed
     def ensure_observed(self, progress: ProgressFn | None = None, force: bool = False) -> ObservedResult:
         """Model ``observed.zarr`` unless an up-to-date complete one exists (or ``force``).
@@ -502,7 +512,7 @@ class Experiment:
             RunLockedError: another process is writing this run directory.
             StorageError: the store cannot be written (it is removed, never left complete).
         """
-        with self.lock:
+        with self._locked():
             return self._on_writer(self._ensure_observed, progress, force)
 
     def _ensure_observed(self, progress: ProgressFn | None, force: bool) -> ObservedResult:
@@ -551,7 +561,7 @@ class Experiment:
             RunLockedError: another process is writing this run directory.
             StorageError: the job's store cannot be written (it is removed).
         """
-        with self.lock:
+        with self._locked():
             return self._run_job(job, progress, index, total)
 
     def _run_job(self, job: Job, progress: ProgressFn | None, index: int, total: int) -> JobResult:
@@ -599,7 +609,7 @@ class Experiment:
             StorageError: a store cannot be written (the sweep stops; rerun to resume).
         """
         jobs = select(self.jobs, only, self.cfg.path)
-        with self.lock:
+        with self._locked():
             return self._sweep(jobs, progress)
 
     def _sweep(self, jobs: list[Job], progress: ProgressFn | None) -> SweepSummary:
