@@ -75,6 +75,16 @@ FWI_HD float d1(const float* f, int64_t s, const Weights& w, int64_t lo, int64_t
 // Adjoint CPML quantity Abar at one cell (see header comment); a is the axis coefficient.
 FWI_HD float abar(float g, float a, float zbar) { return g + a * (zbar + g); }
 
+// CPML auxiliary fields are stored only in their strips ("compact" layout). With W = p + 2N:
+//   x fields (psi_x, zeta_x and their adjoints): (B, nzs, 2W), storage columns [0, W) and
+//     [nxs - W, nxs) of every storage row; column j -> xs_col(j).
+//   z fields: (B, 2W, nxs), storage rows [0, W) and [nzs - W, nzs); row i -> zs_row(i).
+// A PML cell's stencil (N cells either side) stays inside its strip, whose cells outside the
+// PML (halo and the first N interior cells) are never written and stay zero. Needs nx, nz >= 2N.
+FWI_HD int64_t strip_width(int64_t p, int64_t n) { return p + 2 * n; }
+FWI_HD int64_t xs_col(int64_t j, int64_t nxs, int64_t w) { return j < w ? j : j - (nxs - 2 * w); }
+FWI_HD int64_t zs_row(int64_t i, int64_t nzs, int64_t w) { return i < w ? i : i - (nzs - 2 * w); }
+
 // Map ring position q (0 <= q < 2N(nz+nx)) to (row, col) in a frame whose interior starts
 // at (off, off): top strip, bottom strip (N x nx each), left, right strip (nz x N each).
 FWI_HD void ring_cell(int64_t q, int64_t n, int64_t nz, int64_t nx, int64_t off,

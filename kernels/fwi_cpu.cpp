@@ -126,12 +126,29 @@ struct Cpu {
     std::vector<float> mx, mz;       // 1 where ax (az) != 0, per storage column (row)
     std::vector<char> znear, zfar;   // rows within N (2N) of a z-PML row
     std::vector<Run> xnear, xfar;    // columns within N (2N) of an x-PML column
+    int W;                           // CPML strip width p + 2N (compact layout, fwi_common.h)
+
+    // Pointer p with p[j] = element (b, i, j) of an x-strip field, for columns j of the strip
+    // holding column j0 (left strip if j0 < W, else right); p[j +- k] stays inside the row.
+    template <typename T>
+    T* xrow(T* base, int b, int i, int j0) const {
+      const int64_t r = (static_cast<int64_t>(b) * nzs + i) * (2 * W);
+      return base + r - (j0 < W ? 0 : nxs - 2 * W);
+    }
+    // Pointer p with p[j] = element (b, i, j) of a z-strip field (row i within a strip, or
+    // within N rows of one); p[j +- k nxs] stays inside the array.
+    template <typename T>
+    T* zrow(T* base, int b, int i) const {
+      const int ii = i < W ? i : i - (nzs - 2 * W);
+      return base + (static_cast<int64_t>(b) * 2 * W + ii) * nxs;
+    }
 
     Geo(const Dims& d, const float* ax, const float* az) {
       B = static_cast<int>(d.b);
       nzp = static_cast<int>(d.nzp); nxp = static_cast<int>(d.nxp);
       p = static_cast<int>(d.p); nz = static_cast<int>(d.nz); nx = static_cast<int>(d.nx);
       nxs = nxp + 2 * N; nzs = nzp + 2 * N; plane = nzs * nxs;
+      W = p + 2 * N;
       const std::vector<char> mxc = nonzero(ax, nxs);
       zpml = nonzero(az, nzs);
       xruns = runs_of(mxc, N, nxp + N);
@@ -209,21 +226,25 @@ struct Cpu {
       const int nxs = g.nxs;
       for (int i = r0; i < r1; ++i) {
         const int64_t row = static_cast<int64_t>(b) * g.plane + static_cast<int64_t>(i) * nxs;
-        if (g.zpml[i]) psi_z_row(N, g.nxp + N, nxs, u + row, a.psiz + row, a.az[i], a.bz[i], c1);
+        if (g.zpml[i]) psi_z_row(N, g.nxp + N, nxs, u + row, g.zrow(a.psiz, b, i), a.az[i], a.bz[i], c1);
         for (const Run& r : g.xruns)
-          if (r.on) psi_x_row(r.lo, r.hi, u + row, a.psix + row, a.ax, a.bx, c1);
+          if (r.on) psi_x_row(r.lo, r.hi, u + row, g.xrow(a.psix, b, i, r.lo), a.ax, a.bx, c1);
       }
     }
 
     template <bool PX, bool PZ>
-    void run(const Run& r, bool st, int64_t row, int i, const float* u, float* up, float* Lr) const {
+    void run(const Run& r, bool st, int b, int64_t row, int i, const float* u, float* up, float* Lr) const {
       const float* V = a.v2dt2 + static_cast<int64_t>(i) * g.nxs;
+      const float* psx = PX ? g.xrow(a.psix, b, i, r.lo) : nullptr;
+      float* zx = PX ? g.xrow(a.zx, b, i, r.lo) : nullptr;
+      const float* psz = PZ ? g.zrow(a.psiz, b, i) : nullptr;
+      float* zz = PZ ? g.zrow(a.zz, b, i) : nullptr;
       if (st)
-        step_row<PX, PZ, true>(r.lo, r.hi, g.nxs, u + row, up + row, V, a.psix + row, a.psiz + row, a.zx + row,
-                               a.zz + row, a.ax, a.bx, a.az[i], a.bz[i], Lr, c2, c1);
+        step_row<PX, PZ, true>(r.lo, r.hi, g.nxs, u + row, up + row, V, psx, psz, zx, zz, a.ax, a.bx, a.az[i],
+                               a.bz[i], Lr, c2, c1);
       else
-        step_row<PX, PZ, false>(r.lo, r.hi, g.nxs, u + row, up + row, V, a.psix + row, a.psiz + row, a.zx + row,
-                                a.zz + row, a.ax, a.bx, a.az[i], a.bz[i], Lr, c2, c1);
+        step_row<PX, PZ, false>(r.lo, r.hi, g.nxs, u + row, up + row, V, psx, psz, zx, zz, a.ax, a.bx, a.az[i],
+                                a.bz[i], Lr, c2, c1);
     }
 
     // pass 2: every cell of storage rows [r0, r1) of shot b at chunk step s; Lr: row scratch.
@@ -235,9 +256,9 @@ struct Cpu {
         const bool zp = g.zpml[i];
         for (const Run& r : g.xruns) {
           if (r.on) {
-            if (zp) run<true, true>(r, st, row, i, u, up, Lr); else run<true, false>(r, st, row, i, u, up, Lr);
+            if (zp) run<true, true>(r, st, b, row, i, u, up, Lr); else run<true, false>(r, st, b, row, i, u, up, Lr);
           } else {
-            if (zp) run<false, true>(r, st, row, i, u, up, Lr); else run<false, false>(r, st, row, i, u, up, Lr);
+            if (zp) run<false, true>(r, st, b, row, i, u, up, Lr); else run<false, false>(r, st, b, row, i, u, up, Lr);
           }
         }
         if (st) {
@@ -421,15 +442,22 @@ struct Cpu {
         #pragma omp simd simdlen(8)
         for (int j = lo; j < hi; ++j) Gr[j] = V[j] * l[j];
         if (g.zfar[i]) {
-          const float* __restrict zz = a.zz + row;
           float* __restrict Br = Bz + row;
-          const float az = a.az[i];
-          #pragma omp simd simdlen(8)
-          for (int j = lo; j < hi; ++j) Br[j] = abar(Gr[j], az, zz[j]);
+          if (g.zpml[i]) {
+            const float* __restrict zz = g.zrow(a.zz, b, i);
+            const float az = a.az[i];
+            #pragma omp simd simdlen(8)
+            for (int j = lo; j < hi; ++j) Br[j] = abar(Gr[j], az, zz[j]);
+          } else {
+            std::copy(Gr + lo, Gr + hi, Br + lo);  // Abar_z = g where a_z = 0
+          }
         }
         for (const Run& r : g.xfar) {
+          if (r.on) std::copy(Gr + r.lo, Gr + r.hi, Bx + row + r.lo);  // Abar_x = g where a_x = 0
+        }
+        for (const Run& r : g.xruns) {
           if (!r.on) continue;
-          const float* __restrict zx = a.zx + row;
+          const float* __restrict zx = g.xrow(a.zx, b, i, r.lo);
           const float* __restrict ax = a.ax;
           float* __restrict Br = Bx + row;
           #pragma omp simd simdlen(8)
@@ -446,7 +474,7 @@ struct Cpu {
         const int64_t row = off(b, i);
         if (g.zpml[i]) {
           const float* __restrict Z = Bz + row;
-          float* __restrict pz = a.pz + row;
+          float* __restrict pz = g.zrow(a.pz, b, i);
           const float* mz = g.mz.data() + i;
           #pragma omp simd simdlen(8)
           for (int j = N; j < g.nxp + N; ++j) {
@@ -459,7 +487,7 @@ struct Cpu {
         for (const Run& r : g.xruns) {
           if (!r.on) continue;
           const float* __restrict X = Bx + row;
-          float* __restrict px = a.px + row;
+          float* __restrict px = g.xrow(a.px, b, i, r.lo);
           #pragma omp simd simdlen(8)
           for (int j = r.lo; j < r.hi; ++j) {
             float acc = c1[1] * (mx[j + 1] * X[j + 1] - mx[j - 1] * X[j - 1]);
@@ -471,10 +499,13 @@ struct Cpu {
       }
     }
 
+    // XN runs and ZN rows lie inside (or within N cells of) a CPML strip, so the strip row
+    // pointers are valid there; pbar is read only multiplied by a (zero outside the PML).
     template <bool XN, bool ZN>
-    void adj_run(const Run& r, int64_t row, int i, const float* lam, float* lp) const {
+    void adj_run(const Run& r, int b, int64_t row, int i, const float* lam, float* lp) const {
       adj_row<XN, ZN>(r.lo, r.hi, g.nxs, lam + row, lp + row, (XN ? Bx : G) + row, (ZN ? Bz : G) + row,
-                      a.px + row, a.pz + row, a.ax, a.az + i, c2, c1);
+                      XN ? g.xrow(a.px, b, i, r.lo) : nullptr, ZN ? g.zrow(a.pz, b, i) : nullptr, a.ax,
+                      a.az + i, c2, c1);
     }
 
     // adjoint pass 2: every cell of rows [r0, r1).
@@ -484,9 +515,9 @@ struct Cpu {
         const bool zn = g.znear[i];
         for (const Run& r : g.xnear) {
           if (r.on) {
-            if (zn) adj_run<true, true>(r, row, i, lam, lp); else adj_run<true, false>(r, row, i, lam, lp);
+            if (zn) adj_run<true, true>(r, b, row, i, lam, lp); else adj_run<true, false>(r, b, row, i, lam, lp);
           } else {
-            if (zn) adj_run<false, true>(r, row, i, lam, lp); else adj_run<false, false>(r, row, i, lam, lp);
+            if (zn) adj_run<false, true>(r, b, row, i, lam, lp); else adj_run<false, false>(r, b, row, i, lam, lp);
           }
         }
       }
@@ -498,8 +529,8 @@ struct Cpu {
         const int64_t row = off(b, i);
         const float* __restrict Gr = G + row;
         if (g.zpml[i]) {
-          float* __restrict zz = a.zz + row;
-          float* __restrict pz = a.pz + row;
+          float* __restrict zz = g.zrow(a.zz, b, i);
+          float* __restrict pz = g.zrow(a.pz, b, i);
           const float bz = a.bz[i];
           #pragma omp simd simdlen(8)
           for (int j = N; j < g.nxp + N; ++j) {
@@ -509,8 +540,8 @@ struct Cpu {
         }
         for (const Run& r : g.xruns) {
           if (!r.on) continue;
-          float* __restrict zx = a.zx + row;
-          float* __restrict px = a.px + row;
+          float* __restrict zx = g.xrow(a.zx, b, i, r.lo);
+          float* __restrict px = g.xrow(a.px, b, i, r.lo);
           const float* __restrict bx = a.bx;
           #pragma omp simd simdlen(8)
           for (int j = r.lo; j < r.hi; ++j) {

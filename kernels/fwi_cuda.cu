@@ -19,13 +19,20 @@ constexpr int BX = 32, BY = 8;
 // Sizes in 32-bit ints (the host checks B * nzs * nxs < 2^31): 64-bit index arithmetic
 // costs several instructions per operation on the GPU.
 struct Grid {
-  int B, nz, nx, p, nzp, nxp, nzs, nxs, plane, n;
+  int B, nz, nx, p, nzp, nxp, nzs, nxs, plane, n, w;  // w: CPML strip width p + 2N
+  // flat index of (b, i, j) in the x-strip and z-strip arrays (compact layout, fwi_common.h)
+  __device__ __forceinline__ int kx(int b, int i, int j) const {
+    return (b * nzs + i) * (2 * w) + (j < w ? j : j - (nxs - 2 * w));
+  }
+  __device__ __forceinline__ int kz(int b, int i, int j) const {
+    return (b * 2 * w + (i < w ? i : i - (nzs - 2 * w))) * nxs + j;
+  }
 };
 
 inline Grid make_grid(const Dims& d, int n) {
   Grid g{static_cast<int>(d.b), static_cast<int>(d.nz), static_cast<int>(d.nx), static_cast<int>(d.p),
          static_cast<int>(d.nzp), static_cast<int>(d.nxp), static_cast<int>(d.nzp + 2 * n),
-         static_cast<int>(d.nxp + 2 * n), 0, n};
+         static_cast<int>(d.nxp + 2 * n), 0, n, static_cast<int>(d.p + 2 * n)};
   g.plane = g.nzs * g.nxs;
   if (static_cast<int64_t>(g.plane) * g.B >= (int64_t{1} << 31))
     throw std::runtime_error("fwi: grid too large for 32-bit indexing on the GPU; use fewer shots per batch");
@@ -67,8 +74,14 @@ __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __r
   pml_cell(t, g, &i, &j);
   const int k = b * g.plane + i * g.nxs + j;
   const float a_x = ax[j], a_z = az[i];
-  if (a_x != 0.f) psix[k] = bx[j] * psix[k] + a_x * d1<N>(u + k, 1, w, N, N);
-  if (a_z != 0.f) psiz[k] = bz[i] * psiz[k] + a_z * d1<N>(u + k, g.nxs, w, N, N);
+  if (a_x != 0.f) {
+    const int q = g.kx(b, i, j);
+    psix[q] = bx[j] * psix[q] + a_x * d1<N>(u + k, 1, w, N, N);
+  }
+  if (a_z != 0.f) {
+    const int q = g.kz(b, i, j);
+    psiz[q] = bz[i] * psiz[q] + a_z * d1<N>(u + k, g.nxs, w, N, N);
+  }
 }
 
 template <int N>
@@ -85,14 +98,16 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
   float Az = d2<N>(u + k, g.nxs, w, N, N);
   float zx = 0.f, zz = 0.f;
   if (a_x != 0.f) {
-    Ax += d1<N>(psix + k, 1, w, N, N);
-    zx = bx[j] * zxa[k] + a_x * Ax;
-    zxa[k] = zx;
+    const int q = g.kx(b, i, j);
+    Ax += d1<N>(psix + q, 1, w, N, N);
+    zx = bx[j] * zxa[q] + a_x * Ax;
+    zxa[q] = zx;
   }
   if (a_z != 0.f) {
-    Az += d1<N>(psiz + k, g.nxs, w, N, N);
-    zz = bz[i] * zza[k] + a_z * Az;
-    zza[k] = zz;
+    const int q = g.kz(b, i, j);
+    Az += d1<N>(psiz + q, g.nxs, w, N, N);
+    zz = bz[i] * zza[q] + a_z * Az;
+    zza[q] = zz;
   }
   const float L = ((Ax + Az) + zx) + zz;
   const float uk = u[k];
@@ -184,25 +199,27 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
   }
   const float a_x = ax[j], a_z = az[i];
   if (a_x != 0.f) {
+    const int kx = g.kx(b, i, j);  // neighbours with ax != 0 lie in the same strip
     float acc = 0.f;
 #pragma unroll
     for (int q = 1; q <= N; ++q) {
-      const float hi = ax[j + q] != 0.f ? abar(V[kv + q] * lam[k + q], ax[j + q], zx[k + q]) : 0.f;
-      const float lo = ax[j - q] != 0.f ? abar(V[kv - q] * lam[k - q], ax[j - q], zx[k - q]) : 0.f;
+      const float hi = ax[j + q] != 0.f ? abar(V[kv + q] * lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
+      const float lo = ax[j - q] != 0.f ? abar(V[kv - q] * lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
       acc += w.c1[q] * (hi - lo);
     }
-    px[k] -= acc;
+    px[kx] -= acc;
   }
   if (a_z != 0.f) {
+    const int kz = g.kz(b, i, j);
     float acc = 0.f;
     const int s = g.nxs;
 #pragma unroll
     for (int q = 1; q <= N; ++q) {
-      const float hi = az[i + q] != 0.f ? abar(V[kv + q * s] * lam[k + q * s], az[i + q], zz[k + q * s]) : 0.f;
-      const float lo = az[i - q] != 0.f ? abar(V[kv - q * s] * lam[k - q * s], az[i - q], zz[k - q * s]) : 0.f;
+      const float hi = az[i + q] != 0.f ? abar(V[kv + q * s] * lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
+      const float lo = az[i - q] != 0.f ? abar(V[kv - q * s] * lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
       acc += w.c1[q] * (hi - lo);
     }
-    pz[k] -= acc;
+    pz[kz] -= acc;
   }
 }
 
@@ -233,8 +250,13 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
         A = gk;
       } else {
         const float a = ax[j];
-        A = abar(gk, a, zx[b * g.plane + kk]);
-        P = a * px[b * g.plane + kk];
+        if (a != 0.f) {
+          const int q = g.kx(b, i, j);
+          A = abar(gk, a, zx[q]);
+          P = a * px[q];
+        } else {
+          A = gk;
+        }
       }
     }
     sAx[r][c] = A;
@@ -252,8 +274,13 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
         A = gk;
       } else {
         const float a = az[i];
-        A = abar(gk, a, zz[b * g.plane + kk]);
-        P = a * pz[b * g.plane + kk];
+        if (a != 0.f) {
+          const int q = g.kz(b, i, j);
+          A = abar(gk, a, zz[q]);
+          P = a * pz[q];
+        } else {
+          A = gk;
+        }
       }
     }
     sAz[r][c] = A;
@@ -289,12 +316,14 @@ __global__ void k_p3(Grid g, const float* __restrict__ V, const float* __restric
   const float a_x = ax[j], a_z = az[i];
   const float gk = V[i * g.nxs + j] * lam[k];
   if (a_x != 0.f) {
-    zx[k] = bx[j] * (zx[k] + gk);
-    px[k] = bx[j] * px[k];
+    const int q = g.kx(b, i, j);
+    zx[q] = bx[j] * (zx[q] + gk);
+    px[q] = bx[j] * px[q];
   }
   if (a_z != 0.f) {
-    zz[k] = bz[i] * (zz[k] + gk);
-    pz[k] = bz[i] * pz[k];
+    const int q = g.kz(b, i, j);
+    zz[q] = bz[i] * (zz[q] + gk);
+    pz[q] = bz[i] * pz[q];
   }
 }
 

@@ -30,6 +30,16 @@ inline void check_f32(const at::Tensor& t, const char* name, const at::Device& d
   TORCH_CHECK(t.numel() == 0 || t.device() == dev, "fwi: ", name, " is on the wrong device");
 }
 
+// CPML fields in the compact strip layout of fwi_common.h: x (B, nzs, 2W), z (B, 2W, nxs).
+inline void check_strips(const at::Tensor& x, const at::Tensor& z, const Dims& d, int64_t n, const char* name) {
+  const int64_t w2 = 2 * strip_width(d.p, n), nzs = d.nzp + 2 * n, nxs = d.nxp + 2 * n;
+  TORCH_CHECK(d.nz >= 2 * n && d.nx >= 2 * n, "fwi: the interior must be at least 2N cells each way");
+  TORCH_CHECK(x.dim() == 3 && x.size(0) == d.b && x.size(1) == nzs && x.size(2) == w2, "fwi: ", name,
+              "_x must be (B, nzs, 2W)");
+  TORCH_CHECK(z.dim() == 3 && z.size(0) == d.b && z.size(1) == w2 && z.size(2) == nxs, "fwi: ", name,
+              "_z must be (B, 2W, nxs)");
+}
+
 // Shapes: v2dt2 (nzs, nxs); ax, bx (nxs); az, bz (nzs); wavelet (B, nt); src (B) and
 // rec (B, R) flat padded indices; u.. (B, nzs, nxs); record (B, nt, R).
 inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx,
@@ -60,6 +70,8 @@ inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, co
   TORCH_CHECK(ring.numel() == 0 || ring.size(0) >= nsteps, "fwi: ring chunk too short");
   TORCH_CHECK(lap.numel() == 0 || lap.size(0) >= nsteps, "fwi: lap chunk too short");
   a.w = make_weights(c2, c1);
+  check_strips(psix, psiz, a.d, n, "psi");
+  check_strips(zx, zz, a.d, n, "zeta");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.src = src.data_ptr<int64_t>(); a.rec = rec.data_ptr<int64_t>();
@@ -104,6 +116,8 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
     TORCH_CHECK(lap.numel() > 0 && lap.size(0) >= nsteps, "fwi: saved laplacian chunk missing");
   }
   a.w = make_weights(c2, c1);
+  check_strips(px, pz, a.d, n, "pbar");
+  check_strips(zx, zz, a.d, n, "zbar");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.grad_record = grad_record.data_ptr<float>();

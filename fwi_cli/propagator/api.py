@@ -191,6 +191,11 @@ class Propagator:
             )
         if impl not in IMPLS:
             raise FwiArgumentError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if impl == "c" and min(int(s) for s in shape) < 2 * n_half:
+            raise FwiArgumentError(
+                f"shape {tuple(shape)} is too small for impl='c' with spatial_order "
+                f"{equation.spatial_order}: nz and nx must be at least {2 * n_half} cells"
+            )
         if memory is not None and not isinstance(memory, MemoryOptions):
             raise FwiArgumentError("memory must be a MemoryOptions(...)")
         self.equation = equation

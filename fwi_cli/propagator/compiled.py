@@ -51,7 +51,18 @@ class _Problem:
         self.pml = g.pml
 
     def zeros_state(self) -> torch.Tensor:
+        """(B, nzs, nxs) zeros: a wavefield or adjoint field on the storage grid."""
         return torch.zeros(self.batch, self.nzs, self.nxs, device=self.dev, dtype=torch.float32)
+
+    def zeros_strips(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeros for one x-strip field (B, nzs, 2W) and one z-strip field (B, 2W, nxs).
+
+        CPML auxiliary fields live only in their strips of width W = pml + 2N on each side
+        (``fwi_common.h``), a fraction of the full grid.
+        """
+        w2 = 2 * (self.pml + 2 * self.n)
+        return (torch.zeros(self.batch, self.nzs, w2, device=self.dev, dtype=torch.float32),
+                torch.zeros(self.batch, w2, self.nxs, device=self.dev, dtype=torch.float32))
 
     def chunk_steps(self, memory) -> int:
         if memory.strategy == "boundary" and memory.boundary.storage != "gpu":
@@ -84,7 +95,8 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
         (nt, B, nz, nx) interior L (full) or None.
     """
     u, up = pb.zeros_state(), pb.zeros_state()
-    psix, psiz, zx, zz = (pb.zeros_state() for _ in range(4))
+    psix, psiz = pb.zeros_strips()
+    zx, zz = pb.zeros_strips()
     record = torch.empty(pb.batch, pb.nt, pb.rec.shape[1], device=pb.dev, dtype=torch.float32)
     ring = _empty(pb.dev)
     lap_all = _empty(pb.dev)
@@ -121,7 +133,8 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
     """
     n, nz, nx = pb.n, pb.g.nz, pb.g.nx
     lam, lp = pb.zeros_state(), pb.zeros_state()
-    px, pz, zx, zz = (pb.zeros_state() for _ in range(4))
+    px, pz = pb.zeros_strips()
+    zx, zz = pb.zeros_strips()
     grad = torch.zeros(pb.batch, nz, nx, device=pb.dev, dtype=torch.float32)
     gr = grad_record.to(torch.float32).contiguous()
     empty = _empty(pb.dev)
