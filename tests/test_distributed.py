@@ -151,7 +151,8 @@ def _rank_main(rank: int, port: int, good: str, bad: str, locked: str, out) -> N
         real = runner.make_propagator
         runner.make_propagator = lambda *a, **k: _FailsOnCall(real(*a, **k), 2)
     failed = Experiment(load_config(bad), dist=ctx).sweep()
-    out.put((rank, refused, isinstance(ex.lock, RunLock), kinds, summary.ok,
+    models = [r.vp_final.tobytes() for r in summary.results]
+    out.put((rank, refused, isinstance(ex.lock, RunLock), kinds, summary.ok, models,
              [(r.status, r.failed_iteration, r.reason) for r in failed.results]))
 
 
@@ -165,8 +166,9 @@ def test_distributed_rank0_alone_writes_and_failures_are_agreed(tmp_path):
                   nprocs=2, join=True)
     got = dict((r[0], r[1:]) for r in (out.get(), out.get()))
 
-    refused0, lock0, kinds0, ok0, failed0 = got[0]
-    refused1, lock1, kinds1, ok1, failed1 = got[1]
+    refused0, lock0, kinds0, ok0, models0, failed0 = got[0]
+    refused1, lock1, kinds1, ok1, models1, failed1 = got[1]
+    assert len(models0) == 2 and models0 == models1  # the ranks' models stay bitwise equal
     # rank 0 cannot lock: it raises, and rank 1 learns it instead of waiting for rank 0
     assert (refused0, refused1) == ("RunLockedError", "PeerRankError")
     assert lock0 and not lock1  # rank 1 takes no run-directory lock
