@@ -23,17 +23,22 @@ Whenever the store raises a StorageError it has already removed its files.
 
 Clean-up: ``close()`` (also on leaving a ``with`` block, KeyboardInterrupt included) stops
 the threads and deletes the directory; so does a ``weakref.finalize`` when the store is
-garbage-collected, and the same finalizer runs at interpreter exit (``atexit``).
+garbage-collected, and the same finalizer runs at interpreter exit (``atexit``). A process
+killed outright (SIGKILL) cannot clean up: each store holds an ``flock`` on a file in its
+directory while it lives, and creating a store removes the sibling ``fwi-ring-*``
+directories whose lock is free (:func:`reclaim_stale`).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import queue
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -96,6 +101,7 @@ class _DiskResources:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.lock_fd = _hold_lock(root)  # released by the kernel when this process dies
         self.paths: list[Path] = []
         self.fds: list[int] = []
         self.write_q: queue.Queue = queue.Queue()  # (items, host buffer) or None to stop
@@ -171,6 +177,63 @@ class _DiskResources:
                 self.reader.shutdown(wait=False, cancel_futures=True)
         self.close_files()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+LOCK_NAME = ".owner.lock"
+
+
+def _hold_lock(root: Path) -> int | None:
+    """Take an exclusive flock on ``root/.owner.lock`` for the store's lifetime.
+
+    The kernel drops it when the owning process ends, however it ends (SIGKILL included),
+    so a directory whose lock is free belongs to nobody.
+    """
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reclaim_stale(parent: Path, min_age_s: float = 10.0) -> list[Path]:
+    """Delete ``fwi-ring-*`` directories in ``parent`` left by processes that died.
+
+    A directory counts as stale when its owner lock can be taken (no live process holds it)
+    and it is older than ``min_age_s`` (so a store being created right now is never
+    touched). Returns the directories removed.
+    """
+    removed = []
+    try:
+        candidates = list(Path(parent).glob("fwi-ring-*"))
+    except OSError:
+        return removed
+    now = time.time()
+    for d in candidates:
+        try:
+            if not d.is_dir() or now - d.stat().st_mtime < min_age_s:
+                continue
+            fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live store owns it
+        try:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _make_root(disk_dir, nbytes: int) -> Path:
@@ -179,6 +242,7 @@ def _make_root(disk_dir, nbytes: int) -> Path:
     try:
         if disk_dir is not None:
             os.makedirs(disk_dir, exist_ok=True)
+        reclaim_stale(Path(disk_dir) if disk_dir is not None else Path(tempfile.gettempdir()))
         root = Path(tempfile.mkdtemp(prefix="fwi-ring-", dir=disk_dir))
     except OSError as exc:
         raise StorageError(
