@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from fwi_cli.errors import FwiArgumentError
 from fwi_cli.propagator import eager
 
 
@@ -30,6 +29,4 @@ def run(prop, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor, rec_
         return eager.forward_full(k, w, src_flat, rec_flat, prop.nt)
     from fwi_cli.propagator import eager_boundary  # boundary saving, pure PyTorch
 
-    if not hasattr(eager_boundary, "run"):
-        raise FwiArgumentError("impl='eager' with strategy='boundary' is not available in this build")
     return eager_boundary.run(prop, v2dt2, w, src_flat, rec_flat, cpml)

@@ -18,7 +18,8 @@ class BoundaryOptions:
 
     Args:
         storage: "gpu" (compute-device memory), "cpu" (host memory) or "disk" (files).
-        storage_dtype: "fp32" (exact), "fp16"/"bf16" (2 bytes/cell) or "int8"
+        storage_dtype: "fp32" (exact), "bf16" (2 bytes/cell), "fp16" (2 bytes/cell plus a
+            power-of-two exponent per 256 cells, so no amplitude overflows) or "int8"
             (1 byte/cell plus one fp32 scale per 256 cells).
         transfer_interval: steps per chunk moved to/from the cpu or disk tier (>= 1).
         pinned_memory: use page-locked host memory for the cpu tier (CUDA only).
@@ -78,7 +79,6 @@ class EagerOptions:
     Args:
         use_compile: compile the time step with ``torch.compile`` (None: automatic,
             on for CUDA when available, off on CPU).
-        allow_tf32: allow TF32 in stencils (off: fp32 results).
         adjoint: how the boundary-saving backward steps the adjoint: "manual" (the
             transposed step written with tensor ops, fastest, compiled and graph-captured
             on CUDA) or "autograd" (the VJP of each single step from autograd; slower).
@@ -87,7 +87,6 @@ class EagerOptions:
     """
 
     use_compile: bool | None = None
-    allow_tf32: bool = False
     adjoint: str = "manual"
     extra: dict = field(default_factory=dict)
 
