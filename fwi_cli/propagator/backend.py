@@ -30,7 +30,8 @@ _LOADED: dict[str, object] = {}
 def kernel_dir() -> Path:
     """Directory holding the C++/CUDA sources."""
     here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "kernels", here.parents[1] / "kernels"):
+    shared = Path(sys.prefix) / "share" / "fwi" / "kernels"  # non-editable installs
+    for cand in (here.parents[2] / "kernels", here.parents[1] / "kernels", shared):
         if (cand / "fwi_ops.cpp").exists():
             return cand
     raise BackendUnavailableError(
