@@ -40,6 +40,26 @@ inline void check_strips(const at::Tensor& x, const at::Tensor& z, const Dims& d
               "_z must be (B, 2W, nxs)");
 }
 
+// Sizes shared by StepArgs and AdjArgs: from a (B, nzs, nxs) storage-grid field, the PML width,
+// the (B, nt) wavelet, the (B, R) receivers and the chunk's steps.
+template <class Args>
+void set_sizes(Args& a, const at::Tensor& field, const at::Tensor& wavelet, const at::Tensor& rec, int64_t n0,
+               int64_t nsteps, int64_t pml, c10::ArrayRef<double> c2) {
+  const int64_t n = static_cast<int64_t>(c2.size()) - 1;
+  a.n_half = static_cast<int>(n);
+  a.d.b = field.size(0);
+  a.d.p = pml;
+  a.d.nzp = field.size(1) - 2 * n;
+  a.d.nxp = field.size(2) - 2 * n;
+  a.d.nz = a.d.nzp - 2 * pml;
+  a.d.nx = a.d.nxp - 2 * pml;
+  a.nt = wavelet.size(1);
+  a.nrec = rec.size(1);
+  a.n0 = n0;
+  a.nsteps = nsteps;
+  TORCH_CHECK(n0 >= 0 && n0 + nsteps <= a.nt, "fwi: steps out of range");
+}
+
 // Shapes: v2dt2 (nzs, nxs); ax, bx (nxs); az, bz (nzs); wavelet (B, nt); src (B) and
 // rec (B, R) flat padded indices; u.. (B, nzs, nxs); record (B, nt, R).
 inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx,
@@ -54,19 +74,8 @@ inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, co
     check_f32(*pr, "state tensor", dev);
   TORCH_CHECK(src.scalar_type() == at::kLong && rec.scalar_type() == at::kLong, "fwi: indices must be int64");
   StepArgs a{};
-  const int64_t n = static_cast<int64_t>(c2.size()) - 1;
-  a.n_half = static_cast<int>(n);
-  a.d.b = u.size(0);
-  a.d.p = pml;
-  a.d.nzp = u.size(1) - 2 * n;
-  a.d.nxp = u.size(2) - 2 * n;
-  a.d.nz = a.d.nzp - 2 * pml;
-  a.d.nx = a.d.nxp - 2 * pml;
-  a.nt = wavelet.size(1);
-  a.nrec = rec.size(1);
-  a.n0 = n0;
-  a.nsteps = nsteps;
-  TORCH_CHECK(n0 >= 0 && n0 + nsteps <= a.nt, "fwi: steps out of range");
+  set_sizes(a, u, wavelet, rec, n0, nsteps, pml, c2);
+  const int64_t n = a.n_half;
   TORCH_CHECK(ring.numel() == 0 || ring.size(0) >= nsteps, "fwi: ring chunk too short");
   TORCH_CHECK(lap.numel() == 0 || lap.size(0) >= nsteps, "fwi: lap chunk too short");
   a.w = make_weights(c2, c1);
@@ -95,20 +104,9 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
                    &ua, &ub, &ring, &lap})
     check_f32(*pr, "adjoint tensor", dev);
   AdjArgs a{};
-  const int64_t n = static_cast<int64_t>(c2.size()) - 1;
-  a.n_half = static_cast<int>(n);
-  a.d.b = lam.size(0);
-  a.d.p = pml;
-  a.d.nzp = lam.size(1) - 2 * n;
-  a.d.nxp = lam.size(2) - 2 * n;
-  a.d.nz = a.d.nzp - 2 * pml;
-  a.d.nx = a.d.nxp - 2 * pml;
-  a.nt = wavelet.size(1);
-  a.nrec = rec.size(1);
-  a.n0 = n0;
-  a.nsteps = nsteps;
+  set_sizes(a, lam, wavelet, rec, n0, nsteps, pml, c2);
+  const int64_t n = a.n_half;
   a.boundary = boundary;
-  TORCH_CHECK(n0 >= 0 && n0 + nsteps <= a.nt, "fwi: steps out of range");
   if (boundary) {
     TORCH_CHECK(ring.numel() > 0 && ring.size(0) >= nsteps, "fwi: ring chunk missing or too short");
     TORCH_CHECK(ua.numel() == a.d.b * (a.d.nz + 2 * n) * (a.d.nx + 2 * n), "fwi: bad reconstruction frame");

@@ -25,7 +25,7 @@ from fwi_cli.propagator import backend
 from fwi_cli.propagator.grid import scaled_weights
 
 GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
-HOST_CHUNK = 32  # steps per kernel call for the cpu/disk tiers (they move K-step blocks inside)
+HOST_CHUNK = 64  # steps per kernel call for the cpu/disk tiers (they move K-step blocks inside)
 
 
 class _Problem:

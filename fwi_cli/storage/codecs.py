@@ -79,6 +79,9 @@ class Codec(abc.ABC):
     """
 
     name: str = ""
+    #: encode/decode run many small tensor ops: the staged tiers code a whole chunk or range at
+    #: once and move the codes block by block (a single-op cast is cheaper block by block).
+    many_ops: bool = False
 
     @abc.abstractmethod
     def part_specs(self, batch: int, cells: int) -> list[tuple[torch.dtype, tuple[int, ...]]]:
@@ -194,6 +197,7 @@ class _BlockCodec(Codec):
     """
 
     block = INT8_BLOCK
+    many_ops = True
     code_dtype: torch.dtype = torch.int8
     side_dtype: torch.dtype = torch.float32
 

@@ -5,14 +5,16 @@ The steps are cut into blocks of ``K = transfer_interval`` steps, block ``j`` ho
 live on the compute device (``device_nbytes`` = 2 K B row_bytes):
 
 * forward: ``put(n0, chunk)`` accepts any chunk length T; it encodes each piece of the chunk
-  that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream. When a
+  that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream (a codec of
+  many small ops, fp16 or int8, codes the whole chunk once and the pieces are copies). When a
   block is full it is copied out (device -> host) on a side CUDA stream, ordered by events:
   the side stream waits for the encode ("ready" event), and the next encode into the same
   slot waits for the copy ("free" event). So the copy of block j overlaps the compute of
   block j+1. Puts must come in increasing, consecutive steps starting at 0.
 * backward: ``get(n0, t)`` accepts any range; it loads the blocks the range touches into the
   slots (host -> device on the side stream, the compute stream waits for "ready"), decodes
-  them into a fresh (t, B, C) float32 tensor on the compute stream, and records "free" so
+  them into a fresh (t, B, C) float32 tensor on the compute stream (fp16/int8: the codes of
+  the range are gathered first and decoded once), and records "free" so
   the next load into that slot waits for the decode. Before returning it starts loading the
   block just below the range into the other slot, so that copy overlaps the caller's
   compute of this range. Decreasing ranges are the fast path; any order is correct.
@@ -113,6 +115,10 @@ class StagedRingStore(RingStore):
             )
         chunk = chunk.detach()
         compute = self._compute_stream()
+        codes = None  # the whole chunk coded at once, when coding costs many ops and it spans blocks
+        if self.codec.many_ops and n0 // self.k != (n0 + t - 1) // self.k:
+            codes = self.codec.allocate(t, self.batch, self.cells, self.device)
+            self.codec.encode(chunk, codes)
         pos = 0
         while pos < t:
             n = n0 + pos
@@ -125,7 +131,12 @@ class StagedRingStore(RingStore):
                 slot.block = -1
                 self._filling = slot
             slot = self._filling
-            self.codec.encode(chunk[pos:pos + take], [p[off:off + take] for p in slot.parts])
+            dst = [p[off:off + take] for p in slot.parts]
+            if codes is None:
+                self.codec.encode(chunk[pos:pos + take], dst)
+            else:
+                for d, c in zip(dst, codes, strict=True):
+                    d.copy_(c[pos:pos + take])
             pos += take
             self._next_put = n + take
             if off + take == nj:
@@ -169,13 +180,23 @@ class StagedRingStore(RingStore):
             return out
         compute = self._compute_stream()
         j_lo, j_hi = n0 // self.k, (n0 + t - 1) // self.k
+        # many-op codecs: gather the range's codes block by block, decode once
+        codes = self.codec.allocate(t, self.batch, self.cells, self.device) \
+            if self.codec.many_ops and j_hi > j_lo else None
         for j in range(j_hi, j_lo - 1, -1):
             a, b = max(n0, j * self.k), min(n0 + t, (j + 1) * self.k)
             slot = self._acquire(j, keep=-1)
             self._wait(compute, slot.ready)
             off = j * self.k
-            self.codec.decode([p[a - off:b - off] for p in slot.parts], out=out[a - n0:b - n0])
+            src = [p[a - off:b - off] for p in slot.parts]
+            if codes is None:
+                self.codec.decode(src, out=out[a - n0:b - n0])
+            else:
+                for c, sp in zip(codes, src, strict=True):
+                    c[a - n0:b - n0].copy_(sp)
             self._record(slot.free, compute)
+        if codes is not None:
+            self.codec.decode(codes, out=out)
         if j_lo > 0:
             self._prefetch(j_lo - 1, keep=j_lo)
         return out
