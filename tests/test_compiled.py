@@ -83,6 +83,22 @@ def test_compiled_boundary_gradient_equals_full(crop, rel_l2):
     assert rep.frame_bytes == 2 * 2 * nz * nx * 4
 
 
+def test_compiled_graph_keeps_only_the_model(crop):
+    """The record's autograd graph goes from the compiled node straight to the model: the
+    (v dt)^2 padding chain (and what it saves) is not kept alive until the backward."""
+    v = crop[1]
+    nz, nx = v.shape
+    p = Propagator(Acoustic("cpu", 4), (nz, nx), DH, DT, NT, pml_width=PML, impl="c")
+    vv = torch.tensor(v, requires_grad=True)
+    src, rec = _geometry(nx)
+    r = p(_wavelet(), src, rec, [vv])
+    node = r.grad_fn
+    while type(node).__name__ != "_CompiledFunctionBackward":
+        (node, _), = [nf for nf in node.next_functions if nf[0] is not None]
+    (leaf, _), = [nf for nf in node.next_functions if nf[0] is not None]
+    assert type(leaf).__name__ == "AccumulateGrad" and leaf.variable is vv
+
+
 def test_compiled_adjoint_dot_product(crop):
     """<J dv, dd> with J from eager forward-mode AD (float64) equals <dv, J^T dd> from the c adjoint."""
     v = crop[1].astype(np.float64)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from fwi_cli.errors import FwiError
 from fwi_cli.propagator import backend
+from fwi_cli.propagator import grid
 from fwi_cli.propagator.grid import scaled_weights
 
 GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
@@ -124,7 +125,7 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
 
 def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, strategy: str, saved,
              store=None, chunk: int = GPU_CHUNK) -> torch.Tensor:
-    """Run the adjoint; returns dJ/dV (nzs, nxs) (zero outside the interior).
+    """Run the adjoint; returns dJ/dV on the interior (nz, nx), summed over the shots.
 
     Args:
         grad_record: (B, nt, R) dJ/drecord.
@@ -160,17 +161,30 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
         if t % 2:
             lam, lp = lp, lam
             ua, ub = ub, ua
-    out = torch.zeros(pb.nzs, pb.nxs, device=pb.dev, dtype=torch.float32)
-    o = pb.pml + n
-    out[o:o + nz, o:o + nx] = grad.sum(0)
-    return out
+    return grad.sum(0)
+
+
+def storage_v2(v: torch.Tensor, prop, n: int) -> torch.Tensor:
+    """(nzs, nxs) (v dt)^2 on the storage grid (PML edge copies, zero halo), without autograd.
+
+    The same operations as ``Propagator._prepare`` then the halo pad, so the same values.
+    """
+    with torch.no_grad():
+        v2dt2 = (grid.pad_model(v.detach(), prop.geometry.pml) * prop.dt) ** 2
+        return F.pad(v2dt2, (n, n, n, n)).contiguous()
 
 
 class _CompiledFunction(torch.autograd.Function):
-    """Autograd node of the compiled propagator: v2s (nzs, nxs) -> record (B, nt, R)."""
+    """Autograd node of the compiled propagator: v (nz, nx) m/s -> record (B, nt, R).
+
+    It saves only ``v`` (which the caller holds anyway): the backward rebuilds V = (v dt)^2 on
+    the storage grid and applies the chain rule itself, dJ/dv = (dJ/dV (2 v dt)) dt on the
+    interior (the PML holds constant copies of the edge), the products autograd would form.
+    """
 
     @staticmethod
-    def forward(ctx, v2s, prop, pb):  # noqa: D401 - autograd signature
+    def forward(ctx, v, v2s, prop, pb):  # noqa: D401 - autograd signature
+        # v2s: (nzs, nxs) (v dt)^2 on the storage grid, detached (storage_v2)
         lib = backend.load(pb.dev)
         strategy = prop.memory.strategy
         chunk = pb.chunk_steps(prop.memory)
@@ -186,13 +200,14 @@ class _CompiledFunction(torch.autograd.Function):
                 store.close()
             raise
         ctx.lib, ctx.pb, ctx.strategy, ctx.saved, ctx.store, ctx.chunk = lib, pb, strategy, saved, store, chunk
-        ctx.save_for_backward(v2s)
+        ctx.prop = prop
+        ctx.save_for_backward(v)
         _report(prop, pb, strategy, store, saved)
         return record
 
     @staticmethod
     def backward(ctx, grad_record):
-        (v2s,) = ctx.saved_tensors
+        (v,) = ctx.saved_tensors
         if ctx.saved is None:
             raise FwiError(
                 "impl='c' computes the gradient of a forward call once (its saved state is freed "
@@ -200,11 +215,15 @@ class _CompiledFunction(torch.autograd.Function):
             )
         box, ctx.saved = [ctx.saved], None
         try:
+            v2s = storage_v2(v, ctx.prop, ctx.pb.n)
             g = backward(ctx.lib, ctx.pb, v2s, grad_record, ctx.strategy, box, ctx.store, ctx.chunk)
         finally:
             if ctx.store is not None:
                 ctx.store.close()
-        return g, None, None
+        dt = ctx.prop.dt
+        with torch.no_grad():
+            gv = (g * (2 * (v.detach() * dt))) * dt  # (nz, nx)
+        return gv, None, None, None
 
 
 def _report(prop, pb: _Problem, strategy: str, store, saved) -> None:
@@ -224,10 +243,11 @@ def _report(prop, pb: _Problem, strategy: str, store, saved) -> None:
 
 def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
         rec_flat: torch.Tensor, cpml, needs_grad: bool) -> torch.Tensor:
-    """Run ``impl="c"``; returns the (B, nt, R) record, differentiable in ``v2dt2`` when asked.
+    """Run ``impl="c"``; returns the (B, nt, R) record, differentiable in ``v`` when asked.
 
     Args:
-        v2dt2: (nzp, nxp) (v dt)^2 on the padded grid.
+        v: (nz, nx) velocity (m/s) the record is differentiated in.
+        v2dt2: (nzp, nxp) (v dt)^2 on the padded grid (used detached).
         w: (B, nt) wavelet; src_flat (B, 1), rec_flat (B, R) flat padded indices.
         cpml: (ax, bx, az, bz) 1D numpy CPML coefficients.
     """
@@ -235,13 +255,13 @@ def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: t
         raise ValueError("impl='c' computes in float32: pass a float32 velocity model")
     pb = _Problem(prop, v2dt2, w, src_flat, rec_flat, cpml)
     n = pb.n
-    v2s = F.pad(v2dt2, (n, n, n, n))
+    v2s = F.pad(v2dt2.detach(), (n, n, n, n)).contiguous()
     if not needs_grad:
         from fwi_cli.propagator.api import MemoryReport
 
         lib = backend.load(pb.dev)
         with torch.no_grad():
-            record, _ = forward(lib, pb, v2s.detach().contiguous(), None)
+            record, _ = forward(lib, pb, v2s, None)
         prop.last_memory = MemoryReport(strategy="none")
         return record
-    return _CompiledFunction.apply(v2s.contiguous(), prop, pb)
+    return _CompiledFunction.apply(v, v2s, prop, pb)
