@@ -81,6 +81,7 @@ def test_compiled_boundary_gradient_equals_full(crop, rel_l2):
     nz, nx = crop[1].shape
     assert rep.ring_bytes == NT * 2 * 2 * 2 * (nz + nx) * 4  # nt x B x 2N(nz+nx) x 4 B
     assert rep.frame_bytes == 2 * 2 * nz * nx * 4
+    assert rep.device_frame_bytes == rep.frame_bytes  # on a CPU device the frames stay where they are
 
 
 def test_compiled_graph_keeps_only_the_model(crop):
@@ -269,6 +270,8 @@ def test_compiled_cuda_every_tier_and_dtype(crop, storage, dtype, cosine):
     assert torch.equal(r, r32) and torch.equal(r, r_ref)
     assert torch.equal(g, g_ref)
     assert cosine(g, g32) > 0.9999
+    rep = p.memory_report()  # off-device tiers keep the seed frames in host memory
+    assert rep.device_frame_bytes == 0 < rep.frame_bytes
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

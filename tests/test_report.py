@@ -90,9 +90,21 @@ def test_report_memory_components_stack_to_peak(swept):
                                          "frame_bytes": 5 * 2**20, "record_bytes": 2 * 2**20,
                                          "observed_bytes": 8 * 2**20}}
     c = memory_components(rec)
-    assert c == {"context": 73.0, "frame": 5.0, "observed": 8.0, "record": 2.0,
+    assert c == {"context": 73.0, "frame": 5.0, "frame_off": 0.0, "observed": 8.0, "record": 2.0,
                  "ring_device": 20.0, "ring_off": 10.0, "peak": 100.0}
     assert c["context"] + c["frame"] + c["record"] + c["ring_device"] == c["peak"]
+
+
+def test_report_memory_components_frames_in_host_memory_leave_the_device_bar(swept):
+    run = load_run(swept)
+    rec = run.complete[0]
+    rec.attrs = {**rec.attrs, "memory": {"peak_bytes": 100 * 2**20, "boundary_bytes": 30 * 2**20,
+                                         "boundary_device_bytes": 1 * 2**20,
+                                         "frame_bytes": 5 * 2**20, "frame_device_bytes": 0,
+                                         "record_bytes": 2 * 2**20, "observed_bytes": 8 * 2**20}}
+    c = memory_components(rec)
+    assert c["frame"] == 0.0 and c["frame_off"] == 5.0 and c["ring_off"] == 29.0
+    assert c["context"] == 97.0  # peak - device ring - device frames - record
 
 
 def test_report_without_job_stores_is_error(tmp_path):

@@ -442,6 +442,7 @@ def _memory_attrs(report, peak: int | None, meter: PeakMeter, observed: torch.Te
         "boundary_bytes": rep.get("ring_bytes"),
         "boundary_device_bytes": rep.get("device_ring_bytes"),
         "frame_bytes": rep.get("frame_bytes"),
+        "frame_device_bytes": rep.get("device_frame_bytes"),
         "snapshot_bytes": rep.get("snapshot_bytes"),
         "record_bytes": rep.get("record_bytes"),
         "observed_bytes": int(observed.element_size() * observed.nelement()),

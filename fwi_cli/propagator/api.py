@@ -126,6 +126,8 @@ class MemoryReport:
         snapshot_bytes: bytes of saved interior history (full strategy).
         record_bytes: bytes of the returned record.
         device_ring_bytes: the part of ``ring_bytes`` held in compute-device memory.
+        device_frame_bytes: the part of ``frame_bytes`` held in compute-device memory (impl
+            "c" keeps the frames in host memory with the cpu and disk tiers on CUDA).
         extra: implementation-specific figures.
     """
 
@@ -137,6 +139,7 @@ class MemoryReport:
     snapshot_bytes: int = 0
     record_bytes: int = 0
     device_ring_bytes: int = 0
+    device_frame_bytes: int = 0
     extra: dict = field(default_factory=dict)
 
 

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fwi_cli.errors import FwiError
-from fwi_cli.propagator import backend
-from fwi_cli.propagator import grid
+from fwi_cli.propagator import backend, grid
 from fwi_cli.propagator.grid import scaled_weights
 
 GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
@@ -80,7 +79,15 @@ def _empty(dev) -> torch.Tensor:
     return torch.empty(0, device=dev, dtype=torch.float32)
 
 
-def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=None, chunk: int = GPU_CHUNK):
+def _to_host(t: torch.Tensor, pinned: bool) -> torch.Tensor:
+    """A host copy of device tensor ``t``; asynchronous (ordered on the current stream) when pinned."""
+    h = torch.empty(t.shape, dtype=t.dtype, pin_memory=pinned)
+    h.copy_(t, non_blocking=pinned)
+    return h
+
+
+def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=None, chunk: int = GPU_CHUNK,
+            host_frames: bool = False, pinned: bool = True):
     """Run the forward pass.
 
     Args:
@@ -90,6 +97,8 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
         strategy: None (no gradient), "boundary" or "full".
         store: the ring store (boundary strategy).
         chunk: steps per kernel call.
+        host_frames: keep the seed frames in host memory (pinned when ``pinned``) instead of
+            on the device (the cpu and disk tiers on a CUDA device).
 
     Returns:
         (record (B, nt, R), saved) where saved is the seed frames (boundary), the
@@ -117,6 +126,8 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
     if strategy == "boundary":
         store.finish_forward()
         frames = (pb.interior(u).contiguous(), pb.interior(up).contiguous())  # u^nt, u^{nt-1}
+        if host_frames:
+            frames = tuple(_to_host(f, pinned) for f in frames)
         return record, frames
     if strategy == "full":
         return record, lap_all
@@ -143,8 +154,8 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
     if strategy == "boundary":
         ua = torch.zeros(pb.batch, nz + 2 * n, nx + 2 * n, device=pb.dev, dtype=torch.float32)
         ub = torch.zeros_like(ua)
-        ua[:, n:n + nz, n:n + nx] = saved[0]
-        ub[:, n:n + nz, n:n + nx] = saved[1]
+        ua[:, n:n + nz, n:n + nx].copy_(saved[0], non_blocking=True)  # the frames may be in host memory
+        ub[:, n:n + nz, n:n + nx].copy_(saved[1], non_blocking=True)
         saved = None  # the frames now live in ua/ub
     else:
         ua = ub = empty
@@ -189,12 +200,16 @@ class _CompiledFunction(torch.autograd.Function):
         strategy = prop.memory.strategy
         chunk = pb.chunk_steps(prop.memory)
         store = None
+        host_frames, pinned = False, True
         if strategy == "boundary":
             from fwi_cli.storage import make_ring_store
 
-            store = make_ring_store(pb.nt, pb.batch, pb.g.ring_cells, pb.dev, prop.memory.boundary)
+            bo = prop.memory.boundary
+            store = make_ring_store(pb.nt, pb.batch, pb.g.ring_cells, pb.dev, bo)
+            # off-device tiers keep the seed frames off the device too
+            host_frames, pinned = bo.storage != "gpu" and pb.dev.type == "cuda", bool(bo.pinned_memory)
         try:
-            record, saved = forward(lib, pb, v2s, strategy, store, chunk)
+            record, saved = forward(lib, pb, v2s, strategy, store, chunk, host_frames, pinned)
         except BaseException:
             if store is not None:
                 store.close()
@@ -236,6 +251,7 @@ def _report(prop, pb: _Problem, strategy: str, store, saved) -> None:
         rep.ring_bytes = int(store.nbytes)
         rep.device_ring_bytes = int(store.device_nbytes)
         rep.frame_bytes = sum(f.element_size() * f.nelement() for f in saved)
+        rep.device_frame_bytes = sum(f.element_size() * f.nelement() for f in saved if f.device == pb.dev)
     elif strategy == "full":
         rep.snapshot_bytes = saved.element_size() * saved.nelement()
     prop.last_memory = rep

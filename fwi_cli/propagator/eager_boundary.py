@@ -312,7 +312,7 @@ def run(prop, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor, rec_
     frame_bytes = 2 * b * g.nz * g.nx * v2dt2.element_size()
     prop.last_memory = MemoryReport(
         strategy="boundary", storage=opts.storage, storage_dtype=opts.storage_dtype,
-        ring_bytes=int(store.nbytes), frame_bytes=frame_bytes,
+        ring_bytes=int(store.nbytes), frame_bytes=frame_bytes, device_frame_bytes=frame_bytes,
         device_ring_bytes=int(store.device_nbytes),
         extra={"compiled": plan.compiled_ok, "cuda_graphs": plan.graphs_ok, "chunk_steps": chunk, "ring_cells": g.ring_cells},
     )

@@ -12,7 +12,8 @@ writes into ``run_dir/report/``:
 * ``memory.png`` — one stacked bar per job of the gradient's memory by component, fixed
   parts at the bottom, boundary ring on top: working + context = peak - device ring -
   seed frame - record; seed frame; observed data; synthetic record; boundary ring
-  (hatched where it lives off the compute device, cpu/disk tiers).
+  (hatched where it lives off the compute device, cpu/disk tiers, as the seed frames of impl
+  "c" then do).
 * ``summary.md`` — final loss / RMSE per job and their gap to the impl's fp32 anchor
   (``<impl>·gpu·fp32``, else another fp32 job of that impl): loss gap in % of the anchor's
   loss, RMSE gap in m/s.
@@ -205,9 +206,9 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 def memory_components(rec: store.JobRecord) -> dict[str, float]:
     """The stacked-bar components of a job's gradient memory, in MB.
 
-    Keys: context (working + context), frame, observed, record, ring_device, ring_off
-    (ring held off the compute device), peak (measured peak above the pre-job baseline, or
-    NaN when unknown).
+    Keys: context (working + context), frame (seed frames on the device), frame_off (seed
+    frames in host memory), observed, record, ring_device, ring_off (ring held off the compute
+    device), peak (measured peak above the pre-job baseline, or NaN when unknown).
     """
     m = rec.attrs.get("memory") or {}
 
@@ -220,9 +221,11 @@ def memory_components(rec: store.JobRecord) -> dict[str, float]:
     ring_dev = min(ring_dev, ring)
     peak = float(m["peak_bytes"]) / MB if m.get("peak_bytes") is not None else float("nan")
     frame, record = mb("frame_bytes"), mb("record_bytes")
-    context = max(peak - ring_dev - frame - record, 0.0) if np.isfinite(peak) else 0.0
-    return {"context": context, "frame": frame, "observed": mb("observed_bytes"),
-            "record": record, "ring_device": ring_dev, "ring_off": ring - ring_dev, "peak": peak}
+    frame_dev = min(mb("frame_device_bytes"), frame) if m.get("frame_device_bytes") is not None else frame
+    context = max(peak - ring_dev - frame_dev - record, 0.0) if np.isfinite(peak) else 0.0
+    return {"context": context, "frame": frame_dev, "frame_off": frame - frame_dev,
+            "observed": mb("observed_bytes"), "record": record, "ring_device": ring_dev,
+            "ring_off": ring - ring_dev, "peak": peak}
 
 
 _LAYERS = [("working + context", "context", "tab:gray", None),
@@ -230,7 +233,8 @@ _LAYERS = [("working + context", "context", "tab:gray", None),
            ("observed data", "observed", "tab:blue", None),
            ("synthetic record", "record", "tab:green", None),
            ("boundary ring", "ring_device", "tab:red", None),
-           ("boundary ring (host / disk tier)", "ring_off", "mistyrose", "//")]
+           ("boundary ring (host / disk tier)", "ring_off", "mistyrose", "//"),
+           ("seed frame (host memory)", "frame_off", "thistle", "//")]
 
 
 def plot_memory(run: Run, path: Path) -> Path:
@@ -246,7 +250,7 @@ def plot_memory(run: Run, path: Path) -> Path:
     big = 0.04 * max(totals) if totals else 0.0  # label ring segments taller than this
     for name, key, colour, hatch in _LAYERS:
         vals = np.array([c[key] for c in comps]) if comps else np.zeros(0)
-        if key == "ring_off" and not np.any(vals > 0):
+        if key in ("ring_off", "frame_off") and not np.any(vals > 0):
             continue
         ax.bar(x, vals, bottom=bottom, label=name, color=colour, edgecolor="white", lw=0.5,
                hatch=hatch)
