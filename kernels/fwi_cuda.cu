@@ -2,9 +2,23 @@
 // fwi_cpu.cpp for the same algorithm on the CPU). One launch covers every shot (grid.z = B);
 // all launches go on the stream the op wrapper passes (torch's current stream). This file
 // needs only the CUDA toolkit (no torch headers), so CI can compile-check it without a GPU. Storage-grid layout as in fwi_cpu.cpp.
+//
+// Two GPU-only choices (same results as fwi_cpu.cpp to float rounding):
+// * The backward carries mu = V lam instead of lam (V = (v dt)^2 > 0, checked by the API).
+//   Then g = V lam at a neighbour is just mu there, and the update reads like the forward one:
+//     mu_prev = 2 mu - mu_prev + V (Dxx Abar_x + Dzz Abar_z - Dx(a_x pbar_x) - Dz(a_z pbar_z)),
+//   with Abar = mu in the interior; the adjoint source enters as mu[rec] += V[rec] dJ/drecord and
+//   the gradient is dJ/dV += (mu / V) (L + f delta_src). Interior tiles of the adjoint thus read
+//   one field per neighbour instead of two (V and lam).
+// * On sm_90+ every launch allows programmatic dependent launch (PDL): the next kernel of the
+//   stream is scheduled while this one drains, and waits (griddepcontrol.wait, the first thing
+//   every kernel does, on every path) until its predecessor has finished and its writes are
+//   visible. That hides the launch gap between the 7 small kernels of a step. FWI_PDL=0 turns
+//   it off.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "fwi_common.h"
@@ -15,6 +29,14 @@ namespace fwi {
 namespace {
 
 constexpr int BX = 32, BY = 8;
+
+// Programmatic dependent launch (see the file comment); no-ops before sm_90.
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 // Sizes in 32-bit ints (the host checks B * nzs * nxs < 2^31): 64-bit index arithmetic
 // costs several instructions per operation on the GPU.
@@ -68,6 +90,7 @@ template <int N>
 __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __restrict__ psix,
                       float* __restrict__ psiz, const float* __restrict__ ax, const float* __restrict__ bx,
                       const float* __restrict__ az, const float* __restrict__ bz) {
+  pdl_begin();
   const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (t >= pml_cells(g)) return;
   int i, j;
@@ -90,6 +113,7 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
                        float* __restrict__ ring, float* __restrict__ lap) {
+  pdl_begin();
   const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
   const int k = b * g.plane + i * g.nxs + j;
@@ -132,6 +156,7 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
 __global__ void k_srcrec(Grid g, const float* __restrict__ V, float* __restrict__ unew,
                          const int64_t* __restrict__ src, const int64_t* __restrict__ rec,
                          const float* __restrict__ wavelet, float* __restrict__ record, int nt, int nrec, int n) {
+  pdl_begin();
   const int b = blockIdx.x;
   if (threadIdx.x == 0) {
     const int ks = sidx(src[b], g);
@@ -143,15 +168,16 @@ __global__ void k_srcrec(Grid g, const float* __restrict__ V, float* __restrict_
 }
 
 // ------------------------------------------------------------------ backward kernels
-// adjoint source of record[n] into lam^{n+1}; ring(u^n) into the reconstruction frame
+// adjoint source of record[n] into mu^{n+1} (times V); ring(u^n) into the reconstruction frame
 template <int N>
-__global__ void k_adjsrc_ring(Grid g, float* __restrict__ lam, const int64_t* __restrict__ rec,
-                              const float* __restrict__ grad_record, int nt, int nrec, int n,
-                              const float* __restrict__ ring, float* __restrict__ ub) {
+__global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __restrict__ mu,
+                              const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt,
+                              int nrec, int n, const float* __restrict__ ring, float* __restrict__ ub) {
+  pdl_begin();
   const int b = blockIdx.y, t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t < nrec) {
-    atomicAdd(&lam[b * g.plane + sidx(rec[b * nrec + t], g)],
-              grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]);
+    const int kr = sidx(rec[b * nrec + t], g);
+    atomicAdd(&mu[b * g.plane + kr], V[kr] * grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]);
     return;
   }
   if (!ring) return;
@@ -171,6 +197,7 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
                           const float* __restrict__ az, float* __restrict__ grad, float* __restrict__ ua,
                           const float* __restrict__ ub, const float* __restrict__ lap,
                           const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt, int n) {
+  pdl_begin();
   const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
   const int k = b * g.plane + i * g.nxs + j, kv = i * g.nxs + j;
@@ -184,16 +211,16 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
     } else {
       L = lap[(b * g.nz + zi) * g.nx + xi];
     }
-    const float lk = lam[k];
+    const float lk = lam[k], vk = V[kv];  // lam holds mu = V lam
     float gsum = lk * L;
     float unew = 0.f;
-    if (boundary) unew = (2.f * ub[kh] + V[kv] * L) - ua[kh];
+    if (boundary) unew = (2.f * ub[kh] + vk * L) - ua[kh];
     if (sidx(src[b], g) == kv) {
       const float f = wavelet[b * nt + n];
       gsum += lk * f;
-      if (boundary) unew += V[kv] * f;
+      if (boundary) unew += vk * f;
     }
-    grad[(b * g.nz + zi) * g.nx + xi] += gsum;
+    grad[(b * g.nz + zi) * g.nx + xi] += gsum / vk;
     if (boundary) ua[kh] = unew;
     return;
   }
@@ -203,8 +230,8 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
     float acc = 0.f;
 #pragma unroll
     for (int q = 1; q <= N; ++q) {
-      const float hi = ax[j + q] != 0.f ? abar(V[kv + q] * lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
-      const float lo = ax[j - q] != 0.f ? abar(V[kv - q] * lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
+      const float hi = ax[j + q] != 0.f ? abar(lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
+      const float lo = ax[j - q] != 0.f ? abar(lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
       acc += w.c1[q] * (hi - lo);
     }
     px[kx] -= acc;
@@ -215,17 +242,17 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
     const int s = g.nxs;
 #pragma unroll
     for (int q = 1; q <= N; ++q) {
-      const float hi = az[i + q] != 0.f ? abar(V[kv + q * s] * lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
-      const float lo = az[i - q] != 0.f ? abar(V[kv - q * s] * lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
+      const float hi = az[i + q] != 0.f ? abar(lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
+      const float lo = az[i - q] != 0.f ? abar(lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
       acc += w.c1[q] * (hi - lo);
     }
     pz[kz] -= acc;
   }
 }
 
-// Adjoint pass 2 on every cell, shared-memory tiles: Abar_x (x halo), Abar_z (z halo),
-// a_x pbar_x and a_z pbar_z (PML blocks only). In blocks whose stencil reaches no PML cell,
-// Abar = V lam and the pbar terms vanish: no CPML array is read there.
+// Adjoint pass 2 on every cell. In blocks whose stencil reaches no PML cell, Abar = mu and the
+// pbar terms vanish: the update is the forward's leapfrog on mu, read straight from global memory.
+// Other blocks stage shared-memory tiles: Abar_x (x halo), Abar_z (z halo), a_x pbar_x, a_z pbar_z.
 template <int N>
 __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const float* __restrict__ V,
                                                       const float* __restrict__ lam, float* __restrict__ lp,
@@ -233,10 +260,17 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
                                                       const float* __restrict__ zx, const float* __restrict__ zz,
                                                       const float* __restrict__ ax, const float* __restrict__ az) {
   __shared__ float sAx[BY][BX + 2 * N], sAz[BY + 2 * N][BX], sPx[BY][BX + 2 * N], sPz[BY + 2 * N][BX];
+  pdl_begin();
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, b = blockIdx.z;
   const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N;  // storage coords of the tile origin
   const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
   const bool inner = (j0 - N >= xlo) && (j0 + BX - 1 + N < xhi) && (i0 - N >= zlo) && (i0 + BY - 1 + N < zhi);
+  if (inner) {  // block-uniform; the stencil stays inside the grid
+    const int i = i0 + ty, j = j0 + tx, k = b * g.plane + i * g.nxs + j;
+    const float S = d2<N>(lam + k, 1, w, N, N) + d2<N>(lam + k, g.nxs, w, N, N);
+    lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * S;
+    return;
+  }
   const float* lamb = lam + b * g.plane;
   // x-halo tiles
   for (int e = tid; e < BY * (BX + 2 * N); e += BX * BY) {
@@ -244,19 +278,14 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     const int i = i0 + r, j = j0 - N + c;
     float A = 0.f, P = 0.f;
     if (i < g.nzs && j < g.nxs) {
-      const int kk = i * g.nxs + j;
-      const float gk = V[kk] * lamb[kk];
-      if (inner) {
-        A = gk;
+      const float gk = lamb[i * g.nxs + j];
+      const float a = ax[j];
+      if (a != 0.f) {
+        const int q = g.kx(b, i, j);
+        A = abar(gk, a, zx[q]);
+        P = a * px[q];
       } else {
-        const float a = ax[j];
-        if (a != 0.f) {
-          const int q = g.kx(b, i, j);
-          A = abar(gk, a, zx[q]);
-          P = a * px[q];
-        } else {
-          A = gk;
-        }
+        A = gk;
       }
     }
     sAx[r][c] = A;
@@ -268,19 +297,14 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     const int i = i0 - N + r, j = j0 + c;
     float A = 0.f, P = 0.f;
     if (i < g.nzs && j < g.nxs) {
-      const int kk = i * g.nxs + j;
-      const float gk = V[kk] * lamb[kk];
-      if (inner) {
-        A = gk;
+      const float gk = lamb[i * g.nxs + j];
+      const float a = az[i];
+      if (a != 0.f) {
+        const int q = g.kz(b, i, j);
+        A = abar(gk, a, zz[q]);
+        P = a * pz[q];
       } else {
-        const float a = az[i];
-        if (a != 0.f) {
-          const int q = g.kz(b, i, j);
-          A = abar(gk, a, zz[q]);
-          P = a * pz[q];
-        } else {
-          A = gk;
-        }
+        A = gk;
       }
     }
     sAz[r][c] = A;
@@ -300,21 +324,22 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     qz += w.c1[q] * (sPz[ty + N + q][tx] - sPz[ty + N - q][tx]);
   }
   const int k = b * g.plane + i * g.nxs + j;
-  lp[k] = (2.f * lam[k] - lp[k]) + ((sx + sz) - (qx + qz));
+  lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
 }
 
 // Adjoint pass 3 on the PML strips: zbar, pbar carried to the previous step.
-__global__ void k_p3(Grid g, const float* __restrict__ V, const float* __restrict__ lam, float* __restrict__ px,
+__global__ void k_p3(Grid g, const float* __restrict__ lam, float* __restrict__ px,
                      float* __restrict__ pz, float* __restrict__ zx, float* __restrict__ zz,
                      const float* __restrict__ ax, const float* __restrict__ bx, const float* __restrict__ az,
                      const float* __restrict__ bz) {
+  pdl_begin();
   const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (t >= pml_cells(g)) return;
   int i, j;
   pml_cell(t, g, &i, &j);
   const int k = b * g.plane + i * g.nxs + j;
   const float a_x = ax[j], a_z = az[i];
-  const float gk = V[i * g.nxs + j] * lam[k];
+  const float gk = lam[k];  // mu = V lam
   if (a_x != 0.f) {
     const int q = g.kx(b, i, j);
     zx[q] = bx[j] * (zx[q] + gk);
@@ -327,10 +352,40 @@ __global__ void k_p3(Grid g, const float* __restrict__ V, const float* __restric
   }
 }
 
-inline void check_launch() {
-  const cudaError_t err = cudaGetLastError();
+inline void check_launch(cudaError_t err = cudaGetLastError()) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fwi: CUDA launch failed: ") + cudaGetErrorString(err));
 }
+
+// Whether launches on the current device may use programmatic dependent launch (sm_90+,
+// unless FWI_PDL=0).
+bool pdl_enabled() {
+  const char* env = std::getenv("FWI_PDL");
+  if (env && std::string(env) == "0") return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    return false;
+  return major >= 9;
+}
+
+// One kernel launch on `st`, with the PDL attribute when `pdl`.
+struct Launcher {
+  cudaStream_t st;
+  bool pdl;
+  template <typename... P, typename... A>
+  void operator()(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) const {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    check_launch(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+  }
+};
 
 template <int N>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
@@ -341,19 +396,16 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
   float* u = a.u;
   float* up = a.uprev;
   const int rthreads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ((a.nrec + 31) / 32) * 32)));
+  const Launcher launch{st, pdl_enabled()};
   for (int64_t s = 0; s < a.nsteps; ++s) {
     const int n = static_cast<int>(a.n0 + s);
-    if (g.p > 0) {
-      k_psi<N><<<pgrid, 256, 0, st>>>(g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz);
-      check_launch();
-    }
-    k_main<N><<<grid, block, 0, st>>>(g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz,
-                                      a.ring ? a.ring + s * g.B * C : nullptr,
-                                      a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr);
-    check_launch();
-    k_srcrec<<<static_cast<unsigned>(g.B), rthreads, 0, st>>>(g, a.v2dt2, up, a.src, a.rec, a.wavelet, a.record,
-                                                              static_cast<int>(a.nt), static_cast<int>(a.nrec), n);
-    check_launch();
+    if (g.p > 0) launch(k_psi<N>, pgrid, dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz);
+    float* ring = a.ring ? a.ring + s * g.B * C : nullptr;
+    float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
+    launch(k_main<N>, grid, block, g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, ring,
+           lap);
+    launch(k_srcrec, dim3(static_cast<unsigned>(g.B)), dim3(rthreads), g, a.v2dt2, up, a.src, a.rec, a.wavelet,
+           a.record, static_cast<int>(a.nt), static_cast<int>(a.nrec), n);
     std::swap(u, up);
   }
 }
@@ -370,22 +422,17 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   float* ub = a.ub;
   const int64_t small = a.nrec + (a.boundary ? C : 0);
   const dim3 sgrid(static_cast<unsigned>((small + 255) / 256), static_cast<unsigned>(g.B));
+  const Launcher launch{st, pdl_enabled()};
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
     const int n = static_cast<int>(a.n0 + s);
-    k_adjsrc_ring<N><<<sgrid, 256, 0, st>>>(g, lam, a.rec, a.grad_record, static_cast<int>(a.nt),
-                                            static_cast<int>(a.nrec), n,
-                                            a.boundary ? a.ring + s * g.B * C : nullptr, ub);
-    check_launch();
-    k_grad_p1<N><<<grid, block, 0, st>>>(g, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az,
-                                         a.grad, ua, ub, a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr,
-                                         a.src, a.wavelet, static_cast<int>(a.nt), n);
-    check_launch();
-    k_adj_main<N><<<grid, block, 0, st>>>(g, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
-    check_launch();
-    if (g.p > 0) {
-      k_p3<<<pgrid, 256, 0, st>>>(g, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz);
-      check_launch();
-    }
+    const float* ring = a.boundary ? a.ring + s * g.B * C : nullptr;
+    const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
+    launch(k_adjsrc_ring<N>, sgrid, dim3(256), g, a.v2dt2, lam, a.rec, a.grad_record, static_cast<int>(a.nt),
+           static_cast<int>(a.nrec), n, ring, ub);
+    launch(k_grad_p1<N>, grid, block, g, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az, a.grad,
+           ua, ub, lap, a.src, a.wavelet, static_cast<int>(a.nt), n);
+    launch(k_adj_main<N>, grid, block, g, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
+    if (g.p > 0) launch(k_p3, pgrid, dim3(256), g, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz);
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
   }
