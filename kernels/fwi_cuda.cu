@@ -85,13 +85,23 @@ __device__ __forceinline__ void pml_cell(int t, const Grid& g, int* i, int* j) {
 }
 
 // ------------------------------------------------------------------ forward kernels
-// psi in the PML strips: psi = b psi + a D u (reads u at neighbours, psi locally).
+// psi in the PML strips: psi = b psi + a D u (reads u at neighbours, psi locally), in the
+// first `pblocks` blocks of 256 threads. The blocks after them sample the previous step's record
+// from the same u: record[nrec_step] = u[rec] (u = u^{nrec_step+1}, source already added).
 template <int N>
 __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __restrict__ psix,
                       float* __restrict__ psiz, const float* __restrict__ ax, const float* __restrict__ bx,
-                      const float* __restrict__ az, const float* __restrict__ bz) {
+                      const float* __restrict__ az, const float* __restrict__ bz, int pblocks,
+                      const int64_t* __restrict__ rec, float* __restrict__ record, int nt, int nrec, int nrec_step) {
   pdl_begin();
-  const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  const int b = blockIdx.y;
+  if (static_cast<int>(blockIdx.x) >= pblocks) {
+    const int r = (blockIdx.x - pblocks) * blockDim.x + threadIdx.x;
+    if (r < nrec)
+      record[(static_cast<int64_t>(b) * nt + nrec_step) * nrec + r] = u[b * g.plane + sidx(rec[b * nrec + r], g)];
+    return;
+  }
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= pml_cells(g)) return;
   int i, j;
   pml_cell(t, g, &i, &j);
@@ -112,7 +122,8 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
                        float* __restrict__ up, const float* __restrict__ psix, const float* __restrict__ psiz,
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
-                       float* __restrict__ ring, float* __restrict__ lap) {
+                       float* __restrict__ ring, float* __restrict__ lap, const int64_t* __restrict__ src,
+                       const float* __restrict__ wavelet, int nt, int n) {
   pdl_begin();
   const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
@@ -134,8 +145,10 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
     zza[q] = zz;
   }
   const float L = ((Ax + Az) + zx) + zz;
-  const float uk = u[k];
-  up[k] = (2.f * uk - up[k]) + V[i * g.nxs + j] * L;
+  const float uk = u[k], vk = V[i * g.nxs + j];
+  float unew = (2.f * uk - up[k]) + vk * L;
+  if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) unew += vk * wavelet[b * nt + n];  // source
+  up[k] = unew;
   const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
   if (lap && zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) lap[(b * g.nz + zi) * g.nx + xi] = L;
   if (ring) {
@@ -152,29 +165,14 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
   }
 }
 
-// source into u^{n+1}, then the record samples it
-__global__ void k_srcrec(Grid g, const float* __restrict__ V, float* __restrict__ unew,
-                         const int64_t* __restrict__ src, const int64_t* __restrict__ rec,
-                         const float* __restrict__ wavelet, float* __restrict__ record, int nt, int nrec, int n) {
-  pdl_begin();
-  const int b = blockIdx.x;
-  if (threadIdx.x == 0) {
-    const int ks = sidx(src[b], g);
-    unew[b * g.plane + ks] += V[ks] * wavelet[b * nt + n];
-  }
-  __syncthreads();
-  for (int r = threadIdx.x; r < nrec; r += blockDim.x)
-    record[(static_cast<int64_t>(b) * nt + n) * nrec + r] = unew[b * g.plane + sidx(rec[b * nrec + r], g)];
-}
-
 // ------------------------------------------------------------------ backward kernels
-// adjoint source of record[n] into mu^{n+1} (times V); ring(u^n) into the reconstruction frame
+// Item t of shot b: adjoint source of record[n] into mu^{n+1} (times V) for t < nrec, then
+// ring(u^n) into the reconstruction frame ub (ring may be null).
 template <int N>
-__global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __restrict__ mu,
-                              const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt,
-                              int nrec, int n, const float* __restrict__ ring, float* __restrict__ ub) {
-  pdl_begin();
-  const int b = blockIdx.y, t = blockIdx.x * blockDim.x + threadIdx.x;
+__device__ __forceinline__ void adjsrc_ring(const Grid& g, int b, int t, const float* __restrict__ V,
+                                            float* __restrict__ mu, const int64_t* __restrict__ rec,
+                                            const float* __restrict__ grad_record, int nt, int nrec, int n,
+                                            const float* __restrict__ ring, float* __restrict__ ub) {
   if (t < nrec) {
     const int kr = sidx(rec[b * nrec + t], g);
     atomicAdd(&mu[b * g.plane + kr], V[kr] * grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]);
@@ -187,6 +185,15 @@ __global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __rest
   int64_t r, c;
   ring_cell(q, N, g.nz, g.nx, N, &r, &c);
   ub[b * hplane + static_cast<int>(r) * hx + static_cast<int>(c)] = ring[b * C + q];
+}
+
+// adjsrc_ring for the last step of a chunk (later steps get it from k_p3 of the step after them)
+template <int N>
+__global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __restrict__ mu,
+                              const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt,
+                              int nrec, int n, const float* __restrict__ ring, float* __restrict__ ub) {
+  pdl_begin();
+  adjsrc_ring<N>(g, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x, V, mu, rec, grad_record, nt, nrec, n, ring, ub);
 }
 
 // Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells.
@@ -327,13 +334,24 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
   lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
 }
 
-// Adjoint pass 3 on the PML strips: zbar, pbar carried to the previous step.
-__global__ void k_p3(Grid g, const float* __restrict__ lam, float* __restrict__ px,
-                     float* __restrict__ pz, float* __restrict__ zx, float* __restrict__ zz,
-                     const float* __restrict__ ax, const float* __restrict__ bx, const float* __restrict__ az,
-                     const float* __restrict__ bz) {
+// Adjoint pass 3 on the PML strips (first `pblocks` blocks): zbar, pbar carried to the previous
+// step. The blocks after them run adjsrc_ring for step n - 1 into mu_prev (the mu^n just written)
+// and the frame ua (interior u^{n-1} just reconstructed; only its ring cells are written here).
+template <int N>
+__global__ void k_p3(Grid g, const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
+                     float* __restrict__ zx, float* __restrict__ zz, const float* __restrict__ ax,
+                     const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
+                     int pblocks, const float* __restrict__ V, float* __restrict__ mu_prev,
+                     const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt, int nrec,
+                     int n_prev, const float* __restrict__ ring_prev, float* __restrict__ ua) {
   pdl_begin();
-  const int t = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  const int b = blockIdx.y;
+  if (static_cast<int>(blockIdx.x) >= pblocks) {
+    adjsrc_ring<N>(g, b, (blockIdx.x - pblocks) * blockDim.x + threadIdx.x, V, mu_prev, rec, grad_record, nt, nrec,
+                   n_prev, ring_prev, ua);
+    return;
+  }
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= pml_cells(g)) return;
   int i, j;
   pml_cell(t, g, &i, &j);
@@ -391,48 +409,61 @@ template <int N>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
-  const dim3 pgrid((pml_cells(g) + 255) / 256, g.B);
+  const int pblocks = (pml_cells(g) + 255) / 256, rblocks = static_cast<int>((a.nrec + 255) / 256);
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
+  const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* u = a.u;
   float* up = a.uprev;
-  const int rthreads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, ((a.nrec + 31) / 32) * 32)));
   const Launcher launch{st, pdl_enabled()};
+  // Per step: k_psi (+ the previous step's record), k_main (+ the source). The record of the
+  // chunk's last step is taken after the loop.
   for (int64_t s = 0; s < a.nsteps; ++s) {
     const int n = static_cast<int>(a.n0 + s);
-    if (g.p > 0) launch(k_psi<N>, pgrid, dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz);
+    const int nb = pblocks + (s > 0 ? rblocks : 0);
+    if (nb > 0)
+      launch(k_psi<N>, dim3(nb, g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz, pblocks, a.rec,
+             a.record, nt, nrec, n - 1);
     float* ring = a.ring ? a.ring + s * g.B * C : nullptr;
     float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
     launch(k_main<N>, grid, block, g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, ring,
-           lap);
-    launch(k_srcrec, dim3(static_cast<unsigned>(g.B)), dim3(rthreads), g, a.v2dt2, up, a.src, a.rec, a.wavelet,
-           a.record, static_cast<int>(a.nt), static_cast<int>(a.nrec), n);
+           lap, a.src, a.wavelet, nt, n);
     std::swap(u, up);
   }
+  if (a.nsteps > 0 && rblocks > 0)
+    launch(k_psi<N>, dim3(rblocks, g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz, 0, a.rec,
+           a.record, nt, nrec, static_cast<int>(a.n0 + a.nsteps - 1));
 }
 
 template <int N>
 void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
-  const dim3 pgrid((pml_cells(g) + 255) / 256, g.B);
+  const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
+  const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* lam = a.lam;
   float* lp = a.lamprev;
   float* ua = a.ua;
   float* ub = a.ub;
   const int64_t small = a.nrec + (a.boundary ? C : 0);
-  const dim3 sgrid(static_cast<unsigned>((small + 255) / 256), static_cast<unsigned>(g.B));
+  const int sblocks = static_cast<int>((small + 255) / 256);
   const Launcher launch{st, pdl_enabled()};
+  auto ring_at = [&](int64_t s) -> const float* { return a.boundary ? a.ring + s * g.B * C : nullptr; };
+  // Per step: k_grad_p1, k_adj_main, k_p3 (+ the next step's adjoint source and ring). The
+  // chunk's first step (its last in time) gets them from k_adjsrc_ring before the loop.
+  if (a.nsteps > 0 && sblocks > 0)
+    launch(k_adjsrc_ring<N>, dim3(sblocks, g.B), dim3(256), g, a.v2dt2, lam, a.rec, a.grad_record, nt, nrec,
+           static_cast<int>(a.n0 + a.nsteps - 1), ring_at(a.nsteps - 1), ub);
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
     const int n = static_cast<int>(a.n0 + s);
-    const float* ring = a.boundary ? a.ring + s * g.B * C : nullptr;
     const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
-    launch(k_adjsrc_ring<N>, sgrid, dim3(256), g, a.v2dt2, lam, a.rec, a.grad_record, static_cast<int>(a.nt),
-           static_cast<int>(a.nrec), n, ring, ub);
     launch(k_grad_p1<N>, grid, block, g, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az, a.grad,
-           ua, ub, lap, a.src, a.wavelet, static_cast<int>(a.nt), n);
+           ua, ub, lap, a.src, a.wavelet, nt, n);
     launch(k_adj_main<N>, grid, block, g, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
-    if (g.p > 0) launch(k_p3, pgrid, dim3(256), g, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz);
+    const int nb = pblocks + (s > 0 ? sblocks : 0);
+    if (nb > 0)
+      launch(k_p3<N>, dim3(nb, g.B), dim3(256), g, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, pblocks,
+             a.v2dt2, lp, a.rec, a.grad_record, nt, nrec, n - 1, s > 0 ? ring_at(s - 1) : nullptr, ua);
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
   }
