@@ -86,19 +86,31 @@ __device__ __forceinline__ void pml_cell(int t, const Grid& g, int* i, int* j) {
 
 // ------------------------------------------------------------------ forward kernels
 // psi in the PML strips: psi = b psi + a D u (reads u at neighbours, psi locally), in the
-// first `pblocks` blocks of 256 threads. The blocks after them sample the previous step's record
-// from the same u: record[nrec_step] = u[rec] (u = u^{nrec_step+1}, source already added).
+// first `pblocks` blocks of 256 threads. The blocks after them read the same u = u^n (source
+// already added) for two small copies: first the previous step's record, record[n-1] = u[rec]
+// (`nrec_step` = n - 1, or -1 for none), then this step's boundary ring (ring null for none).
 template <int N>
 __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __restrict__ psix,
                       float* __restrict__ psiz, const float* __restrict__ ax, const float* __restrict__ bx,
                       const float* __restrict__ az, const float* __restrict__ bz, int pblocks,
-                      const int64_t* __restrict__ rec, float* __restrict__ record, int nt, int nrec, int nrec_step) {
+                      const int64_t* __restrict__ rec, float* __restrict__ record, int nt, int nrec, int nrec_step,
+                      float* __restrict__ ring) {
   pdl_begin();
   const int b = blockIdx.y;
   if (static_cast<int>(blockIdx.x) >= pblocks) {
-    const int r = (blockIdx.x - pblocks) * blockDim.x + threadIdx.x;
-    if (r < nrec)
-      record[(static_cast<int64_t>(b) * nt + nrec_step) * nrec + r] = u[b * g.plane + sidx(rec[b * nrec + r], g)];
+    int e = (blockIdx.x - pblocks) * blockDim.x + threadIdx.x;
+    const int nr = nrec_step >= 0 ? nrec : 0;
+    if (e < nr) {
+      record[(static_cast<int64_t>(b) * nt + nrec_step) * nrec + e] = u[b * g.plane + sidx(rec[b * nrec + e], g)];
+      return;
+    }
+    e -= nr;
+    const int C = 2 * N * (g.nz + g.nx);
+    if (ring && e < C) {
+      int64_t r, c;
+      ring_cell(e, N, g.nz, g.nx, N + g.p, &r, &c);
+      ring[b * C + e] = u[b * g.plane + static_cast<int>(r) * g.nxs + static_cast<int>(c)];
+    }
     return;
   }
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
@@ -117,52 +129,51 @@ __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __r
   }
 }
 
+// u^{n+1} = 2 u - u_prev + V L (+ V f^n at the source), zeta updated in the PML, L stored on
+// interior cells when `lap` (full strategy). Blocks without a PML cell take a short path (no
+// CPML coefficient is read there; same arithmetic, L = Ax + Az).
 template <int N>
 __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const float* __restrict__ u,
                        float* __restrict__ up, const float* __restrict__ psix, const float* __restrict__ psiz,
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
-                       float* __restrict__ ring, float* __restrict__ lap, const int64_t* __restrict__ src,
-                       const float* __restrict__ wavelet, int nt, int n) {
+                       float* __restrict__ lap, const int64_t* __restrict__ src, const float* __restrict__ wavelet,
+                       int nt, int n) {
   pdl_begin();
-  const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
-  if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int k = b * g.plane + i * g.nxs + j;
-  const float a_x = ax[j], a_z = az[i];
-  float Ax = d2<N>(u + k, 1, w, N, N);
-  float Az = d2<N>(u + k, g.nxs, w, N, N);
-  float zx = 0.f, zz = 0.f;
-  if (a_x != 0.f) {
-    const int q = g.kx(b, i, j);
-    Ax += d1<N>(psix + q, 1, w, N, N);
-    zx = bx[j] * zxa[q] + a_x * Ax;
-    zxa[q] = zx;
+  const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N, b = blockIdx.z;
+  const int j = j0 + threadIdx.x, i = i0 + threadIdx.y;
+  const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
+  const bool inner = (j0 - N - g.p >= 0) && (j0 + BX - N - g.p <= g.nx) && (i0 - N - g.p >= 0) &&
+                     (i0 + BY - N - g.p <= g.nz);  // block-uniform
+  if (!inner && (j >= g.nxp + N || i >= g.nzp + N)) return;
+  const int kv = i * g.nxs + j, k = b * g.plane + kv;
+  float L;
+  if (inner) {
+    L = d2<N>(u + k, 1, w, N, N) + d2<N>(u + k, g.nxs, w, N, N);
+  } else {
+    const float a_x = ax[j], a_z = az[i];
+    float Ax = d2<N>(u + k, 1, w, N, N);
+    float Az = d2<N>(u + k, g.nxs, w, N, N);
+    float zx = 0.f, zz = 0.f;
+    if (a_x != 0.f) {
+      const int q = g.kx(b, i, j);
+      Ax += d1<N>(psix + q, 1, w, N, N);
+      zx = bx[j] * zxa[q] + a_x * Ax;
+      zxa[q] = zx;
+    }
+    if (a_z != 0.f) {
+      const int q = g.kz(b, i, j);
+      Az += d1<N>(psiz + q, g.nxs, w, N, N);
+      zz = bz[i] * zza[q] + a_z * Az;
+      zza[q] = zz;
+    }
+    L = ((Ax + Az) + zx) + zz;
   }
-  if (a_z != 0.f) {
-    const int q = g.kz(b, i, j);
-    Az += d1<N>(psiz + q, g.nxs, w, N, N);
-    zz = bz[i] * zza[q] + a_z * Az;
-    zza[q] = zz;
-  }
-  const float L = ((Ax + Az) + zx) + zz;
-  const float uk = u[k], vk = V[i * g.nxs + j];
-  float unew = (2.f * uk - up[k]) + vk * L;
+  const float vk = V[kv];
+  float unew = (2.f * u[k] - up[k]) + vk * L;
   if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) unew += vk * wavelet[b * nt + n];  // source
   up[k] = unew;
-  const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
-  if (lap && zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) lap[(b * g.nz + zi) * g.nx + xi] = L;
-  if (ring) {
-    const int C = 2 * N * (g.nz + g.nx), tb = N * g.nx;
-    int q = -1;
-    if (xi >= 0 && xi < g.nx) {
-      if (zi >= -N && zi < 0) q = (zi + N) * g.nx + xi;
-      else if (zi >= g.nz && zi < g.nz + N) q = tb + (zi - g.nz) * g.nx + xi;
-    } else if (zi >= 0 && zi < g.nz) {
-      if (xi >= -N && xi < 0) q = 2 * tb + zi * N + (xi + N);
-      else if (xi >= g.nx && xi < g.nx + N) q = 2 * tb + g.nz * N + zi * N + (xi - g.nx);
-    }
-    if (q >= 0) ring[b * C + q] = uk;
-  }
+  if (lap && (inner || (zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx))) lap[(b * g.nz + zi) * g.nx + xi] = L;
 }
 
 // ------------------------------------------------------------------ backward kernels
@@ -222,7 +233,7 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
     float gsum = lk * L;
     float unew = 0.f;
     if (boundary) unew = (2.f * ub[kh] + vk * L) - ua[kh];
-    if (sidx(src[b], g) == kv) {
+    if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) {  // the source cell
       const float f = wavelet[b * nt + n];
       gsum += lk * f;
       if (boundary) unew += vk * f;
@@ -409,29 +420,30 @@ template <int N>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
-  const int pblocks = (pml_cells(g) + 255) / 256, rblocks = static_cast<int>((a.nrec + 255) / 256);
+  const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* u = a.u;
   float* up = a.uprev;
   const Launcher launch{st, pdl_enabled()};
-  // Per step: k_psi (+ the previous step's record), k_main (+ the source). The record of the
-  // chunk's last step is taken after the loop.
+  // Per step: k_psi (+ the previous step's record and this step's ring), k_main (+ the source).
+  // The record of the chunk's last step is taken after the loop.
+  auto extra_blocks = [&](int64_t items) { return static_cast<int>((items + 255) / 256); };
   for (int64_t s = 0; s < a.nsteps; ++s) {
     const int n = static_cast<int>(a.n0 + s);
-    const int nb = pblocks + (s > 0 ? rblocks : 0);
+    float* ring = a.ring ? a.ring + s * g.B * C : nullptr;
+    const int nb = pblocks + extra_blocks((s > 0 ? a.nrec : 0) + (ring ? C : 0));
     if (nb > 0)
       launch(k_psi<N>, dim3(nb, g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz, pblocks, a.rec,
-             a.record, nt, nrec, n - 1);
-    float* ring = a.ring ? a.ring + s * g.B * C : nullptr;
+             a.record, nt, nrec, s > 0 ? n - 1 : -1, ring);
     float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
-    launch(k_main<N>, grid, block, g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, ring,
-           lap, a.src, a.wavelet, nt, n);
+    launch(k_main<N>, grid, block, g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, lap,
+           a.src, a.wavelet, nt, n);
     std::swap(u, up);
   }
-  if (a.nsteps > 0 && rblocks > 0)
-    launch(k_psi<N>, dim3(rblocks, g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz, 0, a.rec,
-           a.record, nt, nrec, static_cast<int>(a.n0 + a.nsteps - 1));
+  if (a.nsteps > 0 && a.nrec > 0)
+    launch(k_psi<N>, dim3(extra_blocks(a.nrec), g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz,
+           0, a.rec, a.record, nt, nrec, static_cast<int>(a.n0 + a.nsteps - 1), static_cast<float*>(nullptr));
 }
 
 template <int N>
