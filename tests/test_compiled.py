@@ -299,3 +299,35 @@ def test_compiled_odd_chunks_and_duplicate_receivers_match_eager(crop, device, s
     rg, gg = run("c", device, mem)
     assert rel_l2(rg, re) <= 1e-5 and rel_l2(gg, ge) <= 1e-5
     assert torch.equal(rg[:, :, 0], rg[:, :, 1])  # the duplicated receiver records the same trace
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_minimum_pml_width_matches_eager(crop, device, rel_l2):
+    """pml_width = N, the narrowest allowed: strips as wide as the stencil's reach."""
+    v = crop[1]
+    nz, nx = v.shape
+    src, rec = _geometry(nx)
+
+    def run(impl, device, mem):
+        p = Propagator(Acoustic(device, 4), (nz, nx), DH, DT, 200, pml_width=2, impl=impl, memory=mem)
+        vv = torch.tensor(v, device=device, requires_grad=True)
+        r = p(_wavelet(200), src, rec, [vv])
+        (0.5 * r.pow(2).sum()).backward()
+        return r.detach().cpu(), vv.grad.detach().cpu()
+
+    re, ge = run("eager", "cpu", MemoryOptions("full"))
+    for mem in (MemoryOptions("full"), MemoryOptions("boundary")):
+        rc, gc = run("c", device, mem)
+        assert rel_l2(rc, re) <= 1e-5 and rel_l2(gc, ge) <= 1e-5
+
+
+@pytest.mark.gpu
+def test_compiled_cuda_dependent_launch_changes_no_bit(crop, monkeypatch):
+    """Programmatic dependent launch (default on sm_90+) only reorders scheduling: FWI_PDL=0
+    gives bit-identical records and gradients, for the gpu and the cpu tier."""
+    for storage in ("gpu", "cpu"):
+        r1, g1, _ = _run("c", "boundary", crop[1], device="cuda", storage=storage, dtype="int8")
+        monkeypatch.setenv("FWI_PDL", "0")
+        r0, g0, _ = _run("c", "boundary", crop[1], device="cuda", storage=storage, dtype="int8")
+        monkeypatch.delenv("FWI_PDL")
+        assert torch.equal(r1, r0) and torch.equal(g1, g0)

@@ -17,6 +17,12 @@ import torch
 from fwi_cli.errors import FwiArgumentError, StorageError
 
 
+def head(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """The first ``steps`` rows of ``t`` (``t`` itself when it has exactly that many: the
+    staged tiers call this per block and part, and a slice costs a dispatcher call)."""
+    return t if t.shape[0] == steps else t[:steps]
+
+
 class RingStore(abc.ABC):
     """Abstract boundary-ring store.
 

@@ -46,8 +46,9 @@ from pathlib import Path
 import torch
 
 from fwi_cli.errors import StorageError
+from fwi_cli.storage.base import head
 from fwi_cli.storage.codecs import Codec
-from fwi_cli.storage.staged import StagedRingStore, _Slot
+from fwi_cli.storage.staged import StagedRingStore
 
 #: Host buffers (each one block) shared by the writer and the reader.
 N_HOST_BUFFERS = 4
@@ -329,13 +330,13 @@ class DiskRingStore(StagedRingStore):
 
     # ---- forward ------------------------------------------------------------------
 
-    def _store_block(self, j: int, slot: _Slot, steps: int) -> None:
+    def _store_block(self, j: int, parts: list[torch.Tensor], steps: int, done) -> None:
         buf = self._res.take_buffer()
         with self._on_side():
-            for hp, sp in zip(buf.typed, slot.parts, strict=True):
-                hp[:steps].copy_(sp[:steps], non_blocking=self.pinned)
+            for hp, sp in zip(buf.typed, parts, strict=True):
+                head(hp, steps).copy_(head(sp, steps), non_blocking=self.pinned)
             self._record(buf.event, self._side)
-            self._record(slot.free, self._side)
+            self._record(done, self._side)
         self._res.write_q.put((self._items(j, steps), buf))
 
     def _end_forward(self) -> None:
@@ -367,7 +368,7 @@ class DiskRingStore(StagedRingStore):
                 raise
             self._fail("reading the boundary ring failed", exc)
 
-    def _load_block(self, j: int, slot: _Slot, steps: int) -> None:
+    def _load_block(self, j: int, parts: list[torch.Tensor], steps: int) -> None:
         entry = self._pending.pop(j, None)
         if entry is not None and entry[1] == self._items(j, steps):
             buf = entry[0].result()
@@ -376,8 +377,8 @@ class DiskRingStore(StagedRingStore):
                 self._release(entry[0])
             buf = self._res.read_block(self._items(j, steps))
         with self._on_side():
-            for hp, sp in zip(buf.typed, slot.parts, strict=True):
-                sp[:steps].copy_(hp[:steps], non_blocking=self.pinned)
+            for hp, sp in zip(buf.typed, parts, strict=True):
+                head(sp, steps).copy_(head(hp, steps), non_blocking=self.pinned)
             self._record(buf.event, self._side)
         self._res.free.put(buf)
 

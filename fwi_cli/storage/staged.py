@@ -5,16 +5,20 @@ The steps are cut into blocks of ``K = transfer_interval`` steps, block ``j`` ho
 live on the compute device (``device_nbytes`` = 2 K B row_bytes):
 
 * forward: ``put(n0, chunk)`` accepts any chunk length T; it encodes each piece of the chunk
-  that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream (a codec of
-  many small ops, fp16 or int8, codes the whole chunk once and the pieces are copies). When a
+  that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream. When a
   block is full it is copied out (device -> host) on a side CUDA stream, ordered by events:
   the side stream waits for the encode ("ready" event), and the next encode into the same
   slot waits for the copy ("free" event). So the copy of block j overlaps the compute of
-  block j+1. Puts must come in increasing, consecutive steps starting at 0.
+  block j+1. A codec of many small ops (fp16, int8) codes the whole chunk once instead, and
+  the blocks that lie wholly inside the chunk are copied out straight from those codes (one
+  event for the chunk, the codes kept alive for the side stream with ``record_stream``): no
+  staging copy, and a third of the host-side torch calls per block. Puts must come in
+  increasing, consecutive steps starting at 0.
 * backward: ``get(n0, t)`` accepts any range; it loads the blocks the range touches into the
   slots (host -> device on the side stream, the compute stream waits for "ready"), decodes
   them into a fresh (t, B, C) float32 tensor on the compute stream (fp16/int8: the codes of
-  the range are gathered first and decoded once), and records "free" so
+  the range are gathered first and decoded once; blocks wholly in the range and in no slot are
+  loaded straight into the gathered codes, one event each way per call), and records "free" so
   the next load into that slot waits for the decode. Before returning it starts loading the
   block just below the range into the other slot, so that copy overlaps the caller's
   compute of this range. Decreasing ranges are the fast path; any order is correct.
@@ -32,7 +36,7 @@ import contextlib
 import torch
 
 from fwi_cli.errors import FwiArgumentError, StorageError
-from fwi_cli.storage.base import RingStore
+from fwi_cli.storage.base import RingStore, head
 from fwi_cli.storage.codecs import Codec
 
 
@@ -116,6 +120,7 @@ class StagedRingStore(RingStore):
         chunk = chunk.detach()
         compute = self._compute_stream()
         codes = None  # the whole chunk coded at once, when coding costs many ops and it spans blocks
+        side_waits = False  # the side stream already waits for `codes`
         if self.codec.many_ops and n0 // self.k != (n0 + t - 1) // self.k:
             codes = self.codec.allocate(t, self.batch, self.cells, self.device)
             self.codec.encode(chunk, codes)
@@ -125,6 +130,18 @@ class StagedRingStore(RingStore):
             j, off = divmod(n, self.k)
             nj = self.block_len(j)
             take = min(t - pos, nj - off)
+            if codes is not None and off == 0 and take == nj:  # a whole block: straight from the codes
+                if self._cuda and not side_waits:
+                    coded = torch.cuda.Event()
+                    coded.record(compute)
+                    self._side.wait_event(coded)
+                    for c in codes:  # the allocator must not reuse them before the copies ran
+                        c.record_stream(self._side)
+                    side_waits = True
+                self._store_block(j, [c[pos:pos + nj] for c in codes], nj, None)
+                pos += take
+                self._next_put = n + take
+                continue
             if off == 0:
                 slot = self._slots[j % 2]
                 self._wait(compute, slot.free)  # the previous copy out of this slot is done
@@ -147,7 +164,7 @@ class StagedRingStore(RingStore):
         slot = self._filling
         self._record(slot.ready, self._compute_stream())
         self._wait(self._side, slot.ready)
-        self._store_block(j, slot, steps)
+        self._store_block(j, slot.parts, steps, slot.free)
         slot.block = j  # still valid on the device: the backward pass may start from it
         self._filling = None
 
@@ -180,11 +197,22 @@ class StagedRingStore(RingStore):
             return out
         compute = self._compute_stream()
         j_lo, j_hi = n0 // self.k, (n0 + t - 1) // self.k
-        # many-op codecs: gather the range's codes block by block, decode once
+        # many-op codecs: gather the range's codes block by block, decode once; blocks wholly
+        # inside the range and in no slot are loaded straight into the gathered codes
         codes = self.codec.allocate(t, self.batch, self.cells, self.device) \
             if self.codec.many_ops and j_hi > j_lo else None
+        direct = False
         for j in range(j_hi, j_lo - 1, -1):
             a, b = max(n0, j * self.k), min(n0 + t, (j + 1) * self.k)
+            if (codes is not None and a == j * self.k and b == j * self.k + self.block_len(j)
+                    and not any(s.block == j for s in self._slots)):
+                if self._cuda and not direct:  # `codes` is fresh memory of the compute stream
+                    allocated = torch.cuda.Event()
+                    allocated.record(compute)
+                    self._side.wait_event(allocated)
+                self._load_block(j, [c[a - n0:b - n0] for c in codes], b - a)
+                direct = True
+                continue
             slot = self._acquire(j, keep=-1)
             self._wait(compute, slot.ready)
             off = j * self.k
@@ -195,6 +223,10 @@ class StagedRingStore(RingStore):
                 for c, sp in zip(codes, src, strict=True):
                     c[a - n0:b - n0].copy_(sp)
             self._record(slot.free, compute)
+        if direct and self._cuda:  # the decode (compute stream) waits for the direct loads
+            loaded = torch.cuda.Event()
+            loaded.record(self._side)
+            compute.wait_event(loaded)
         if codes is not None:
             self.codec.decode(codes, out=out)
         if j_lo > 0:
@@ -210,7 +242,7 @@ class StagedRingStore(RingStore):
         steps = min(self.block_len(j), self._next_put - j * self.k)
         self._wait(self._side, slot.free)  # compute has finished reading the old contents
         slot.block = -1
-        self._load_block(j, slot, steps)
+        self._load_block(j, slot.parts, steps)
         self._record(slot.ready, self._side)
         slot.block = j
         return slot
@@ -230,16 +262,19 @@ class StagedRingStore(RingStore):
                 return self.n_blocks
             return -s.block
 
-        return max((s for s in self._slots if s.block != keep), key=score)
+        return max((s for s in self._slots if keep < 0 or s.block != keep), key=score)
 
     # ---- tier hooks --------------------------------------------------------------------
 
-    def _store_block(self, j: int, slot: _Slot, steps: int) -> None:
-        """Copy ``steps`` steps of ``slot`` to block j of the tier (side stream, async)."""
+    def _store_block(self, j: int, parts: list[torch.Tensor], steps: int, done) -> None:
+        """Copy the first ``steps`` steps of ``parts`` (encoded, on the device) to block j of the
+        tier (side stream, async, after what the side stream already waits for); then record
+        the CUDA event ``done`` (if not None) on the side stream."""
         raise NotImplementedError
 
-    def _load_block(self, j: int, slot: _Slot, steps: int) -> None:
-        """Copy ``steps`` steps of block j of the tier into ``slot`` (side stream, async)."""
+    def _load_block(self, j: int, parts: list[torch.Tensor], steps: int) -> None:
+        """Copy ``steps`` steps of block j of the tier into the first steps of ``parts`` (encoded,
+        on the device; side stream, async, after what the side stream already waits for)."""
         raise NotImplementedError
 
     def _prefetch(self, j: int, keep: int) -> None:
@@ -286,18 +321,18 @@ class CpuRingStore(StagedRingStore):
             ) from exc
         self._nbytes = sum(p.numel() * p.element_size() for p in self._host)
 
-    def _store_block(self, j, slot, steps):
+    def _store_block(self, j, parts, steps, done):
         a = j * self.k
         with self._on_side():
-            for hp, sp in zip(self._host, slot.parts, strict=True):
-                hp[a:a + steps].copy_(sp[:steps], non_blocking=self.pinned)
-            self._record(slot.free, self._side)
+            for hp, sp in zip(self._host, parts, strict=True):
+                hp[a:a + steps].copy_(head(sp, steps), non_blocking=self.pinned)
+            self._record(done, self._side)
 
-    def _load_block(self, j, slot, steps):
+    def _load_block(self, j, parts, steps):
         a = j * self.k
         with self._on_side():
-            for hp, sp in zip(self._host, slot.parts, strict=True):
-                sp[:steps].copy_(hp[a:a + steps], non_blocking=self.pinned)
+            for hp, sp in zip(self._host, parts, strict=True):
+                head(sp, steps).copy_(hp[a:a + steps], non_blocking=self.pinned)
 
     def _end_forward(self):
         if self._cuda:  # host copies complete before anyone reads the host ring
