@@ -268,9 +268,12 @@ __global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restr
   }
 }
 
-// Adjoint pass 2 on every cell. In blocks whose stencil reaches no PML cell, Abar = mu and the
-// pbar terms vanish: the update is the forward's leapfrog on mu, read straight from global memory.
-// Other blocks stage shared-memory tiles: Abar_x (x halo), Abar_z (z halo), a_x pbar_x, a_z pbar_z.
+// Adjoint pass 2 on every cell. Along an axis whose stencil reaches no PML cell from this block
+// (block-uniform test), Abar = mu and the pbar term vanishes: that second derivative is read
+// straight from global memory, as in the forward. Along the other axes the block stages
+// shared-memory tiles: Abar_x and a_x pbar_x (x halo), Abar_z and a_z pbar_z (z halo). Blocks
+// needing neither (the interior) do the forward's leapfrog on mu; the top and bottom strips stage
+// only the z tiles, the side strips only the x tiles.
 template <int N>
 __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const float* __restrict__ V,
                                                       const float* __restrict__ lam, float* __restrict__ lp,
@@ -282,8 +285,9 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, b = blockIdx.z;
   const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N;  // storage coords of the tile origin
   const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
-  const bool inner = (j0 - N >= xlo) && (j0 + BX - 1 + N < xhi) && (i0 - N >= zlo) && (i0 + BY - 1 + N < zhi);
-  if (inner) {  // block-uniform; the stencil stays inside the grid
+  const bool need_x = !((j0 - N >= xlo) && (j0 + BX - 1 + N < xhi));  // x tiles touch a PML column
+  const bool need_z = !((i0 - N >= zlo) && (i0 + BY - 1 + N < zhi));  // z tiles touch a PML row
+  if (!need_x && !need_z) {  // the stencil stays inside the interior
     const int i = i0 + ty, j = j0 + tx, k = b * g.plane + i * g.nxs + j;
     const float S = d2<N>(lam + k, 1, w, N, N) + d2<N>(lam + k, g.nxs, w, N, N);
     lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * S;
@@ -291,7 +295,7 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
   }
   const float* lamb = lam + b * g.plane;
   // x-halo tiles
-  for (int e = tid; e < BY * (BX + 2 * N); e += BX * BY) {
+  for (int e = tid; need_x && e < BY * (BX + 2 * N); e += BX * BY) {
     const int r = e / (BX + 2 * N), c = e % (BX + 2 * N);
     const int i = i0 + r, j = j0 - N + c;
     float A = 0.f, P = 0.f;
@@ -310,7 +314,7 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     sPx[r][c] = P;
   }
   // z-halo tiles
-  for (int e = tid; e < (BY + 2 * N) * BX; e += BX * BY) {
+  for (int e = tid; need_z && e < (BY + 2 * N) * BX; e += BX * BY) {
     const int r = e / BX, c = e % BX;
     const int i = i0 - N + r, j = j0 + c;
     float A = 0.f, P = 0.f;
@@ -331,17 +335,28 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
   __syncthreads();
   const int j = j0 + tx, i = i0 + ty;
   if (j >= g.nxp + N || i >= g.nzp + N) return;
-  float sx = w.c2[0] * sAx[ty][tx + N];
-  float sz = w.c2[0] * sAz[ty + N][tx];
-  float qx = 0.f, qz = 0.f;
-#pragma unroll
-  for (int q = 1; q <= N; ++q) {
-    sx += w.c2[q] * (sAx[ty][tx + N + q] + sAx[ty][tx + N - q]);
-    sz += w.c2[q] * (sAz[ty + N + q][tx] + sAz[ty + N - q][tx]);
-    qx += w.c1[q] * (sPx[ty][tx + N + q] - sPx[ty][tx + N - q]);
-    qz += w.c1[q] * (sPz[ty + N + q][tx] - sPz[ty + N - q][tx]);
-  }
   const int k = b * g.plane + i * g.nxs + j;
+  float sx, sz, qx = 0.f, qz = 0.f;
+  if (need_x) {
+    sx = w.c2[0] * sAx[ty][tx + N];
+#pragma unroll
+    for (int q = 1; q <= N; ++q) {
+      sx += w.c2[q] * (sAx[ty][tx + N + q] + sAx[ty][tx + N - q]);
+      qx += w.c1[q] * (sPx[ty][tx + N + q] - sPx[ty][tx + N - q]);
+    }
+  } else {  // the x range is interior: in the grid, Abar_x = mu, pbar_x term 0
+    sx = d2<N>(lam + k, 1, w, N, N);
+  }
+  if (need_z) {
+    sz = w.c2[0] * sAz[ty + N][tx];
+#pragma unroll
+    for (int q = 1; q <= N; ++q) {
+      sz += w.c2[q] * (sAz[ty + N + q][tx] + sAz[ty + N - q][tx]);
+      qz += w.c1[q] * (sPz[ty + N + q][tx] - sPz[ty + N - q][tx]);
+    }
+  } else {
+    sz = d2<N>(lam + k, g.nxs, w, N, N);
+  }
   lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
 }
 
