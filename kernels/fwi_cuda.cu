@@ -4,20 +4,21 @@
 // needs only the CUDA toolkit (no torch headers), so CI can compile-check it without a GPU. Storage-grid layout as in fwi_cpu.cpp.
 //
 // Two GPU-only choices (same results as fwi_cpu.cpp to float rounding):
-// * The backward carries mu = V lam instead of lam (V = (v dt)^2 > 0, checked by the API).
+// * The backward carries mu = V lam instead of lam (V = (v dt)^2 > 0: the API checks v > 0, and
+//   V would underflow only for v dt < 1e-19 m). The lam/lamprev buffers hold mu on return.
 //   Then g = V lam at a neighbour is just mu there, and the update reads like the forward one:
 //     mu_prev = 2 mu - mu_prev + V (Dxx Abar_x + Dzz Abar_z - Dx(a_x pbar_x) - Dz(a_z pbar_z)),
 //   with Abar = mu in the interior; the adjoint source enters as mu[rec] += V[rec] dJ/drecord and
 //   the gradient is dJ/dV += (mu / V) (L + f delta_src). Interior tiles of the adjoint thus read
 //   one field per neighbour instead of two (V and lam).
-// * On sm_90+ every launch allows programmatic dependent launch (PDL): the next kernel of the
+// * When the kernels were compiled for sm_90+ (checked at run time from the compiled code, not
+//   the device), every launch allows programmatic dependent launch (PDL): the next kernel of the
 //   stream is scheduled while this one drains, and waits (griddepcontrol.wait, the first thing
 //   every kernel does, on every path) until its predecessor has finished and its writes are
-//   visible. That hides the launch gap between the 7 small kernels of a step. FWI_PDL=0 turns
-//   it off.
+//   visible. That hides the launch gaps between the small kernels of a step (2 forward, 3
+//   backward). FWI_PDL=0 turns it off.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <utility>
 
@@ -198,7 +199,8 @@ __device__ __forceinline__ void adjsrc_ring(const Grid& g, int b, int t, const f
   ub[b * hplane + static_cast<int>(r) * hx + static_cast<int>(c)] = ring[b * C + q];
 }
 
-// adjsrc_ring for the last step of a chunk (later steps get it from k_p3 of the step after them)
+// adjsrc_ring for the chunk's last step, which the backward loop takes first; every other step
+// gets it from the spare blocks of k_p3 in the loop iteration before (the next step in time)
 template <int N>
 __global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __restrict__ mu,
                               const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt,
@@ -396,19 +398,24 @@ __global__ void k_p3(Grid g, const float* __restrict__ lam, float* __restrict__ 
   }
 }
 
-inline void check_launch(cudaError_t err = cudaGetLastError()) {
+inline void check_launch(cudaError_t err) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fwi: CUDA launch failed: ") + cudaGetErrorString(err));
 }
 
-// Whether launches on the current device may use programmatic dependent launch (sm_90+,
-// unless FWI_PDL=0).
-bool pdl_enabled() {
+// Whether launches may use programmatic dependent launch: only if `kernel` (like every kernel
+// of this file) was compiled for a virtual architecture >= 9.0, so that pdl_begin() really
+// waits (a build for older architectures JIT-compiled on an sm_90 device has no wait), and
+// unless FWI_PDL=0.
+template <typename Kernel>
+bool pdl_enabled(Kernel* kernel) {
   const char* env = std::getenv("FWI_PDL");
   if (env && std::string(env) == "0") return false;
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+  cudaFuncAttributes fa{};
+  if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: PDL is an optimisation only
     return false;
-  return major >= 9;
+  }
+  return fa.ptxVersion >= 90;
 }
 
 // One kernel launch on `st`, with the PDL attribute when `pdl`.
@@ -440,7 +447,7 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* u = a.u;
   float* up = a.uprev;
-  const Launcher launch{st, pdl_enabled()};
+  const Launcher launch{st, pdl_enabled(k_main<N>)};
   // Per step: k_psi (+ the previous step's record and this step's ring), k_main (+ the source).
   // The record of the chunk's last step is taken after the loop.
   auto extra_blocks = [&](int64_t items) { return static_cast<int>((items + 255) / 256); };
@@ -474,7 +481,7 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   float* ub = a.ub;
   const int64_t small = a.nrec + (a.boundary ? C : 0);
   const int sblocks = static_cast<int>((small + 255) / 256);
-  const Launcher launch{st, pdl_enabled()};
+  const Launcher launch{st, pdl_enabled(k_adj_main<N>)};
   auto ring_at = [&](int64_t s) -> const float* { return a.boundary ? a.ring + s * g.B * C : nullptr; };
   // Per step: k_grad_p1, k_adj_main, k_p3 (+ the next step's adjoint source and ring). The
   // chunk's first step (its last in time) gets them from k_adjsrc_ring before the loop.

@@ -12,8 +12,8 @@ Tiers (``BoundaryOptions.storage``):
 * ``gpu`` (:class:`GpuRingStore`): the encoded ring for all nt steps in compute-device
   memory; any put/get order; ``get`` with fp32 returns a view (read-only).
 * ``cpu`` (:class:`CpuRingStore`) and ``disk`` (:class:`DiskRingStore`): the ring moves in
-  blocks of ``transfer_interval`` steps through two device staging slots (see
-  :mod:`fwi_cli.storage.staged`). ``put`` takes chunks of any length T and buffers them
+  blocks of ``transfer_interval`` steps, through two device staging slots or straight
+  from/to a chunk's fp16/int8 codes (see :mod:`fwi_cli.storage.staged`). ``put`` takes chunks of any length T and buffers them
   into blocks, so callers choose chunk sizes freely; puts must be consecutive from step
   0. ``get`` takes any range; decreasing ranges are overlapped with compute by prefetch.
 

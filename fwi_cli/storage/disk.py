@@ -9,8 +9,8 @@ temp directory when ``disk_dir`` is None) holds one file per codec part,
 Pipeline (on top of :class:`~fwi_cli.storage.staged.StagedRingStore`, which stages blocks
 on the compute device):
 
-* forward: a full staging slot is copied (side CUDA stream, async) into one of a few host
-  buffers (pinned on CUDA when asked), and the buffer is queued to a writer thread, which
+* forward: a full block (from a staging slot, or straight from a chunk's fp16/int8 codes) is
+  copied (side CUDA stream, async) into one of a few host buffers (pinned on CUDA when asked), and the buffer is queued to a writer thread, which
   waits for the copy's event, ``pwrite``s the block and gives the buffer back. The host
   buffers bound the queue: when all are in flight ``put`` waits.
 * backward: a reader thread ``pread``s the next (earlier) blocks into host buffers while the

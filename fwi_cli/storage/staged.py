@@ -2,7 +2,9 @@
 
 The steps are cut into blocks of ``K = transfer_interval`` steps, block ``j`` holding steps
 ``[jK, min((j+1)K, nt))``. Two *staging slots*, each holding the encoded parts of one block,
-live on the compute device (``device_nbytes`` = 2 K B row_bytes):
+live on the compute device (``device_nbytes`` = 2 K B row_bytes; fp16/int8 also hold one
+chunk of codes while a put or get runs, and at most one earlier put's codes until its copies
+are done):
 
 * forward: ``put(n0, chunk)`` accepts any chunk length T; it encodes each piece of the chunk
   that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream. When a
@@ -18,8 +20,9 @@ live on the compute device (``device_nbytes`` = 2 K B row_bytes):
   slots (host -> device on the side stream, the compute stream waits for "ready"), decodes
   them into a fresh (t, B, C) float32 tensor on the compute stream (fp16/int8: the codes of
   the range are gathered first and decoded once; blocks wholly in the range and in no slot are
-  loaded straight into the gathered codes, one event each way per call), and records "free" so
-  the next load into that slot waits for the decode. Before returning it starts loading the
+  loaded straight into the gathered codes, one event each way per call), and records "free"
+  (after the decode, or for fp16/int8 after the copy into the gathered codes) so the next load
+  into that slot waits for it. Before returning it starts loading the
   block just below the range into the other slot, so that copy overlaps the caller's
   compute of this range. Decreasing ranges are the fast path; any order is correct.
 
@@ -53,8 +56,9 @@ class _Slot:
 class StagedRingStore(RingStore):
     """Base class of the cpu and disk tiers (block bookkeeping and device staging).
 
-    Subclasses implement :meth:`_store_block` (slot -> tier), :meth:`_load_block`
-    (tier -> slot) and :meth:`_prefetch` (start moving a block that will be needed next).
+    Subclasses implement :meth:`_store_block` (device parts -> tier), :meth:`_load_block`
+    (tier -> device parts) and :meth:`_prefetch` (start moving a block that will be needed
+    next).
 
     Args:
         nt, batch, cells, device: see :class:`RingStore`.
@@ -81,6 +85,10 @@ class StagedRingStore(RingStore):
         self._next_put = 0  # steps stored so far (puts are consecutive from 0)
         self._filling: _Slot | None = None  # slot of the block being filled by puts
         self._forward_done = False
+        # CUDA: recorded on the side stream after a put's direct copies; the next put's encode
+        # waits for it, so at most one chunk of codes waits for its copies at a time
+        self._put_copied = torch.cuda.Event() if self._cuda else None
+        self._put_copied_pending = False
 
     # ---- helpers -------------------------------------------------------------------
 
@@ -122,6 +130,9 @@ class StagedRingStore(RingStore):
         codes = None  # the whole chunk coded at once, when coding costs many ops and it spans blocks
         side_waits = False  # the side stream already waits for `codes`
         if self.codec.many_ops and n0 // self.k != (n0 + t - 1) // self.k:
+            if self._put_copied_pending:  # the previous chunk's codes have been copied out
+                compute.wait_event(self._put_copied)
+                self._put_copied_pending = False
             codes = self.codec.allocate(t, self.batch, self.cells, self.device)
             self.codec.encode(chunk, codes)
         pos = 0
@@ -139,6 +150,9 @@ class StagedRingStore(RingStore):
                         c.record_stream(self._side)
                     side_waits = True
                 self._store_block(j, [c[pos:pos + nj] for c in codes], nj, None)
+                if self._cuda:
+                    self._put_copied.record(self._side)
+                    self._put_copied_pending = True
                 pos += take
                 self._next_put = n + take
                 continue
@@ -210,6 +224,8 @@ class StagedRingStore(RingStore):
                     allocated = torch.cuda.Event()
                     allocated.record(compute)
                     self._side.wait_event(allocated)
+                    for c in codes:  # kept from reuse until the side stream's loads ran
+                        c.record_stream(self._side)
                 self._load_block(j, [c[a - n0:b - n0] for c in codes], b - a)
                 direct = True
                 continue
