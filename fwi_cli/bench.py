@@ -14,12 +14,18 @@ above what was allocated before the solver was built (observed data excluded).
 Throughput: padded cells x nt x 3 passes (forward, reconstruction + adjoint counted as two)
 x shots per second, against the 300 G cell-updates/s bandwidth limit of an H200
 (16 bytes per fp32 cell update at 4.8 TB/s).
+
+``--kernels`` adds where the time goes: one more iteration of each config under
+``torch.profiler``, reported per kernel (CUDA: device time of each kernel, with programmatic
+dependent launch switched off so a kernel's time is its own; CPU: self time of each op),
+as total milliseconds and microseconds per time step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -160,6 +166,59 @@ def time_config(p: Problem, device: torch.device, impl: str, storage: str, dtype
     return out
 
 
+def kernel_profile(p: Problem, device: torch.device, impl: str, storage: str, dtype: str,
+                   top: int = 12) -> list[dict]:
+    """Where one iteration's time goes (forward + gradient of one batch, after a warm-up one).
+
+    Returns up to ``top`` rows ``{"name", "calls", "total_ms", "us_per_step"}``, largest first:
+    CUDA kernels by device time (``FWI_PDL=0`` while profiling, so each kernel's time excludes
+    waiting for its predecessor), or on a CPU device operators by self CPU time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    if p.observed is None:
+        model_observed(p, device)
+    solver = Propagator(Acoustic(device=device, spatial_order=p.order), shape=p.shape, dh=p.dh, dt=p.dt,
+                        nt=p.nt, pml_width=p.pml, impl=impl, memory=memory_options(storage, dtype))
+    vp = torch.tensor(p.vp_init, device=device, requires_grad=True)
+    idx = np.random.default_rng(0).choice(len(p.sources), p.batch, replace=False)
+
+    def iteration():
+        rec = solver(p.wavelet, p.sources[idx], p.receivers[idx], models=[vp])
+        (rec - p.observed[idx]).pow(2).mean().backward()
+        vp.grad = None
+        _sync(device)
+
+    cuda = device.type == "cuda"
+    saved = os.environ.get("FWI_PDL")
+    os.environ["FWI_PDL"] = "0"
+    try:
+        iteration()
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            iteration()
+    finally:
+        if saved is None:
+            del os.environ["FWI_PDL"]
+        else:
+            os.environ["FWI_PDL"] = saved
+    rows = []
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": e.key, "calls": int(e.count), "total_ms": us / 1e3, "us_per_step": us / p.nt})
+    rows.sort(key=lambda r: -r["total_ms"])
+    return rows[:top]
+
+
+def format_kernels(rows: list[dict]) -> str:
+    """Markdown table of :func:`kernel_profile` rows."""
+    lines = ["| kernel / op | calls | ms | µs per step |", "|---|---|---|---|"]
+    for r in rows:
+        name = r["name"] if len(r["name"]) <= 70 else r["name"][:67] + "..."
+        lines.append(f"| `{name}` | {r['calls']} | {r['total_ms']:.2f} | {r['us_per_step']:.2f} |")
+    return "\n".join(lines)
+
+
 def accuracy(p: Problem, device: torch.device) -> dict:
     """Gradient agreement on the first batch at the starting model.
 
@@ -215,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--accuracy", action="store_true", help="also compare gradients (c/eager/lossy)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also profile one iteration per config: time per kernel (CUDA) or op (CPU)")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
@@ -227,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(time_config(p, dev, impl, storage, dtype, iters=args.iters, warmup=args.warmup,
                                 optimizer_step=args.problem != "cpu"))
         print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        if args.kernels:
+            rows[-1]["kernels"] = kernel_profile(p, dev, impl, storage, dtype)
+            print(f"# {cfg}: one iteration profiled\n" + format_kernels(rows[-1]["kernels"]), file=sys.stderr,
+                  flush=True)
     acc = accuracy(p, dev) if args.accuracy else None
     if acc:
         print(json.dumps(acc, indent=1), file=sys.stderr)

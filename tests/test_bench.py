@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
+import numpy as np
 import pytest
+import torch
 
 from fwi_cli import bench
+from fwi_cli.signal import ricker
+
+
+@pytest.fixture
+def tiny_problem():
+    """A 24 x 40 two-layer problem, 60 steps, 2 shots of 10 receivers (fast on CPU)."""
+    vt = np.full((24, 40), 2000.0, dtype=np.float32)
+    vt[12:] = 2500.0
+    vi = np.full_like(vt, 2200.0)
+    nt, dt = 60, 0.004
+    wavelet = ricker(np.arange(nt, dtype=np.float32) * dt - 0.1, 8.0).astype(np.float32)
+    src = np.array([[10, 1], [30, 1]])
+    rec = np.stack([np.stack([np.arange(0, 40, 4), np.full(10, 2)], 1)] * 2)
+    return bench.Problem("tiny", vt, vi, 50.0, dt, nt, 5, 4, wavelet, src, rec, 2)
 
 
 def test_bench_seed_problem_matches_the_anchor_definition():
@@ -40,3 +59,18 @@ def test_bench_table_reports_rate_and_fraction_of_limit():
            "cell_updates_per_s": 90e9, "fraction_of_limit": 0.3}
     line = bench.format_table([row]).splitlines()[-1]
     assert "c·gpu·fp32" in line and "0.1000" in line and "296" in line and "90.0" in line and "30 %" in line
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_bench_kernel_profile_names_the_propagator_ops(tiny_problem):
+    """On CPU the profile lists the compiled forward and backward ops, timed per step."""
+    rows = bench.kernel_profile(tiny_problem, torch.device("cpu"), "c", "gpu", "fp32")
+    names = {r["name"]: r for r in rows}
+    assert "fwi::forward_steps" in names and "fwi::backward_steps" in names
+    fwd = names["fwi::forward_steps"]
+    assert fwd["calls"] >= 1 and fwd["total_ms"] > 0
+    assert fwd["us_per_step"] == pytest.approx(fwd["total_ms"] * 1e3 / tiny_problem.nt)
+    assert [r["total_ms"] for r in rows] == sorted((r["total_ms"] for r in rows), reverse=True)
+    table = bench.format_kernels(rows)
+    assert "`fwi::forward_steps`" in table and table.count("\n") == len(rows) + 1
+    assert "FWI_PDL" not in os.environ  # restored
