@@ -126,7 +126,7 @@ struct AdjArgs {
   Weights w;
   const float *v2dt2, *ax, *bx, *az, *bz, *wavelet, *grad_record;
   const int64_t *src, *rec;
-  float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;  // lam/lamprev hold V lam in the CUDA build
+  float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;  // lam/lamprev hold mu = V lam (both builds)
   float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
   const float* ring;  // (T, B, C) boundary strategy
   const float* lap;   // (T, B, nz, nx) full strategy

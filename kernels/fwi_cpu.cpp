@@ -13,10 +13,13 @@
 //   vectorises. Inner loops are `omp simd simdlen(8)`: no runtime alias checks, and 8-lane
 //   vectors leave shorter scalar tails on the narrow PML runs than 16-lane ones (measured
 //   faster on the 2-core Zen 4 box, where 512-bit operations run as two 256-bit halves).
-// * Adjoint: per step, g = V lam is computed once into a scratch plane G, and Abar_x / Abar_z
-//   (scratch planes Bx, Bz) only where they differ from g or are read next to such cells:
-//   columns within 2N of an x-PML column, rows within 2N of a z-PML row. Cells whose x (z)
-//   stencil touches no PML cell read G, where Abar = g exactly and the pbar term is zero.
+// * Adjoint: it carries mu = V lam instead of lam (as the CUDA kernels do; V = (v dt)^2 > 0),
+//   so g = V lam is mu itself and the update reads mu_prev = 2 mu - mu_prev + V (...); the
+//   adjoint source enters as mu[rec] += V dJ/drecord and the gradient is (mu / V)(L + f delta).
+//   Abar_x / Abar_z (scratch planes Bx, Bz) are formed only where they differ from mu or are
+//   read next to such cells: columns within 2N of an x-PML column, rows within 2N of a z-PML
+//   row. Cells whose x (z) stencil touches no PML cell read mu, where Abar = mu exactly and the
+//   pbar term is zero. The lam/lamprev buffers hold mu on return.
 // * Threads: with at least as many shots as threads (and an even split or many shots), each
 //   thread runs whole shots through all steps of the call (shots handed out dynamically, so a
 //   thread slowed by other load takes fewer), with no barrier per step and a per-shot working
@@ -332,10 +335,11 @@ struct Cpu {
 
   // ---------------------------------------------------------------- backward rows
   // Adjoint pass 2 on columns [lo, hi) of one row: X / Z are Bx / Bz where the x / z
-  // stencil touches the PML (XN / ZN, with the pbar terms), G elsewhere.
+  // stencil touches the PML (XN / ZN, with the pbar terms), mu (= lam) elsewhere.
   template <bool XN, bool ZN>
   static void adj_row(int lo, int hi, int nxs, const float* __restrict lam, float* __restrict lp,
-                      const float* __restrict X, const float* __restrict Z, const float* __restrict px,
+                      const float* __restrict V, const float* __restrict X, const float* __restrict Z,
+                      const float* __restrict px,
                       const float* __restrict pz, const float* __restrict ax, const float* azr,
                       const float* c2, const float* c1) {
     #pragma omp simd simdlen(8)
@@ -361,7 +365,7 @@ struct Cpu {
         }
         q = q - (tx + tz);
       }
-      lp[j] = (2.f * lam[j] - lp[j]) + q;
+      lp[j] = (2.f * lam[j] - lp[j]) + V[j] * q;
     }
   }
 
@@ -369,13 +373,13 @@ struct Cpu {
     const AdjArgs& a;
     const Geo& g;
     float c1[N + 1], c2[N + 1];
-    float *G, *Bx, *Bz;  // (B, nzs, nxs) scratch planes with a zero halo
+    float *Bx, *Bz;  // (B, nzs, nxs) scratch planes with a zero halo
     int hx, hplane;
 
     Adj(const AdjArgs& a_, const Geo& g_, float* scratch) : a(a_), g(g_) {
       for (int k = 0; k <= N; ++k) { c1[k] = a.w.c1[k]; c2[k] = a.w.c2[k]; }
       const int64_t sz = static_cast<int64_t>(g.B) * g.plane;
-      G = scratch; Bx = scratch + sz; Bz = scratch + 2 * sz;
+      Bx = scratch; Bz = scratch + sz;
       hx = g.nx + 2 * N;
       hplane = (g.nz + 2 * N) * hx;
     }
@@ -384,11 +388,13 @@ struct Cpu {
       return static_cast<int64_t>(b) * g.plane + static_cast<int64_t>(i) * g.nxs;
     }
 
-    // adjoint source of record[n] into lam = lam^{n+1}; ring of u^n into ub.
+    // adjoint source of record[n] into mu^{n+1} (times V); ring of u^n into ub.
     void begin(int b, int64_t s, int64_t n, float* lam, float* ub) const {
       float* l = lam + static_cast<int64_t>(b) * g.plane;
-      for (int64_t r = 0; r < a.nrec; ++r)
-        l[storage_index(a.rec[b * a.nrec + r], g.nxp, g.nxs, N)] += a.grad_record[(b * a.nt + n) * a.nrec + r];
+      for (int64_t r = 0; r < a.nrec; ++r) {
+        const int64_t kr = storage_index(a.rec[b * a.nrec + r], g.nxp, g.nxs, N);
+        l[kr] += a.v2dt2[kr] * a.grad_record[(b * a.nt + n) * a.nrec + r];
+      }
       if (a.boundary) {
         const int64_t C = 2 * N * (g.nz + g.nx);
         ring_copy<N>(false, ub + static_cast<int64_t>(b) * hplane, hx, N, g.nz, g.nx,
@@ -412,12 +418,12 @@ struct Cpu {
           for (int j = 0; j < nx; ++j) {
             const float L = d2(fb + j, 1, c2) + d2(fb + j, ld, c2);
             fa[j] = (2.f * fb[j] + V[j] * L) - fa[j];
-            gr[j] += l[j] * L;
+            gr[j] += (l[j] * L) / V[j];
           }
         } else {
           const float* __restrict L = a.lap + ((s * g.B + b) * g.nz + i) * nx;
           #pragma omp simd simdlen(8)
-          for (int j = 0; j < nx; ++j) gr[j] += l[j] * L[j];
+          for (int j = 0; j < nx; ++j) gr[j] += (l[j] * L[j]) / V[j];
         }
       }
     }
@@ -427,20 +433,16 @@ struct Cpu {
       const int64_t ks = storage_index(a.src[b], g.nxp, g.nxs, N);
       const int64_t zi = ks / g.nxs - g.p - N, xi = ks % g.nxs - g.p - N;
       const float f = a.wavelet[b * a.nt + n];
-      a.grad[(b * g.nz + zi) * g.nx + xi] += lam[static_cast<int64_t>(b) * g.plane + ks] * f;
+      a.grad[(b * g.nz + zi) * g.nx + xi] += (lam[static_cast<int64_t>(b) * g.plane + ks] * f) / a.v2dt2[ks];
       if (a.boundary) ua[static_cast<int64_t>(b) * hplane + (zi + N) * hx + (xi + N)] += a.v2dt2[ks] * f;
     }
 
-    // G = V lam everywhere; Bx, Bz = Abar_x, Abar_z where they are read.
+    // Bx, Bz = Abar_x, Abar_z where they are read (g = mu).
     void scratch(int b, int r0, int r1, const float* lam) const {
       const int lo = N, hi = g.nxp + N;
       for (int i = r0; i < r1; ++i) {
         const int64_t row = off(b, i);
-        const float* __restrict l = lam + row;
-        const float* __restrict V = a.v2dt2 + static_cast<int64_t>(i) * g.nxs;
-        float* __restrict Gr = G + row;
-        #pragma omp simd simdlen(8)
-        for (int j = lo; j < hi; ++j) Gr[j] = V[j] * l[j];
+        const float* __restrict Gr = lam + row;
         if (g.zfar[i]) {
           float* __restrict Br = Bz + row;
           if (g.zpml[i]) {
@@ -503,7 +505,8 @@ struct Cpu {
     // pointers are valid there; pbar is read only multiplied by a (zero outside the PML).
     template <bool XN, bool ZN>
     void adj_run(const Run& r, int b, int64_t row, int i, const float* lam, float* lp) const {
-      adj_row<XN, ZN>(r.lo, r.hi, g.nxs, lam + row, lp + row, (XN ? Bx : G) + row, (ZN ? Bz : G) + row,
+      adj_row<XN, ZN>(r.lo, r.hi, g.nxs, lam + row, lp + row, a.v2dt2 + static_cast<int64_t>(i) * g.nxs,
+                      (XN ? Bx : lam) + row, (ZN ? Bz : lam) + row,
                       XN ? g.xrow(a.px, b, i, r.lo) : nullptr, ZN ? g.zrow(a.pz, b, i) : nullptr, a.ax,
                       a.az + i, c2, c1);
     }
@@ -524,10 +527,10 @@ struct Cpu {
     }
 
     // adjoint pass 3: zbar, pbar carried to the previous step on the PML cells.
-    void carry(int b, int r0, int r1) const {
+    void carry(int b, int r0, int r1, const float* lam) const {
       for (int i = r0; i < r1; ++i) {
         const int64_t row = off(b, i);
-        const float* __restrict Gr = G + row;
+        const float* __restrict Gr = lam + row;  // g = mu
         if (g.zpml[i]) {
           float* __restrict zz = g.zrow(a.zz, b, i);
           float* __restrict pz = g.zrow(a.pz, b, i);
@@ -555,7 +558,7 @@ struct Cpu {
 
   static void backward(const AdjArgs& a) {
     const Geo g(a.d, a.ax, a.az);
-    std::vector<float> scratch(3 * static_cast<size_t>(g.B) * g.plane, 0.f);
+    std::vector<float> scratch(2 * static_cast<size_t>(g.B) * g.plane, 0.f);
     const Adj f(a, g, scratch.data());
     const int r0 = N, r1 = g.nzp + N;
     if (split_by_shot(g.B)) {
@@ -573,7 +576,7 @@ struct Cpu {
           f.scratch(b, r0, r1, lam);
           f.pbar(b, r0, r1);
           f.update(b, r0, r1, lam, lp);
-          f.carry(b, r0, r1);
+          f.carry(b, r0, r1, lam);
           std::swap(lam, lp);
           if (a.boundary) std::swap(ua, ub);
         }
@@ -605,7 +608,7 @@ struct Cpu {
 #pragma omp barrier
         for (int b = 0; b < g.B; ++b) f.update(b, lo, hi, lam, lp);
 #pragma omp barrier
-        for (int b = 0; b < g.B; ++b) f.carry(b, lo, hi);
+        for (int b = 0; b < g.B; ++b) f.carry(b, lo, hi, lam);
         std::swap(lam, lp);
         if (a.boundary) std::swap(ua, ub);
       }

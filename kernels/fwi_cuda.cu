@@ -3,9 +3,9 @@
 // all launches go on the stream the op wrapper passes (torch's current stream). This file
 // needs only the CUDA toolkit (no torch headers), so CI can compile-check it without a GPU. Storage-grid layout as in fwi_cpu.cpp.
 //
-// Two GPU-only choices (same results as fwi_cpu.cpp to float rounding):
-// * The backward carries mu = V lam instead of lam (V = (v dt)^2 > 0: the API checks v > 0, and
-//   V would underflow only for v dt < 1e-19 m). The lam/lamprev buffers hold mu on return.
+// * The backward carries mu = V lam instead of lam, like fwi_cpu.cpp (V = (v dt)^2 > 0: the
+//   API checks v > 0, and V would underflow only for v dt < 1e-19 m). The lam/lamprev buffers
+//   hold mu on return.
 //   Then g = V lam at a neighbour is just mu there, and the update reads like the forward one:
 //     mu_prev = 2 mu - mu_prev + V (Dxx Abar_x + Dzz Abar_z - Dx(a_x pbar_x) - Dz(a_z pbar_z)),
 //   with Abar = mu in the interior; the adjoint source enters as mu[rec] += V[rec] dJ/drecord and
