@@ -150,9 +150,6 @@ class StagedRingStore(RingStore):
                         c.record_stream(self._side)
                     side_waits = True
                 self._store_block(j, [c[pos:pos + nj] for c in codes], nj, None)
-                if self._cuda:
-                    self._put_copied.record(self._side)
-                    self._put_copied_pending = True
                 pos += take
                 self._next_put = n + take
                 continue
@@ -172,6 +169,9 @@ class StagedRingStore(RingStore):
             self._next_put = n + take
             if off + take == nj:
                 self._flush(j, nj)
+        if side_waits:  # CUDA and direct copies were queued: the next put waits for them
+            self._put_copied.record(self._side)
+            self._put_copied_pending = True
 
     def _flush(self, j: int, steps: int) -> None:
         """Send the first ``steps`` steps of the filling slot (block j) to the tier."""
