@@ -30,6 +30,10 @@ namespace fwi {
 namespace {
 
 constexpr int BX = 32, BY = 8;
+// Rows per thread of the 2D kernels (k_main, k_grad_p1, k_adj_main): blocks of BX x (BY kRows)
+// cells. Measured on the seed problem (docs/benchmarks.md, 2026-11-29 late): 2 rows per thread
+// with aligned tiles 0.092 s per iteration, 1 row 0.0945 s.
+constexpr int kRows = 2;
 
 // Programmatic dependent launch (see the file comment); no-ops before sm_90.
 __device__ __forceinline__ void pdl_begin() {
@@ -60,6 +64,24 @@ inline Grid make_grid(const Dims& d, int n) {
   if (static_cast<int64_t>(g.plane) * g.B >= (int64_t{1} << 31))
     throw std::runtime_error("fwi: grid too large for 32-bit indexing on the GPU; use fewer shots per batch");
   return g;
+}
+
+// Tiling of the storage grid for the 2D kernels: blocks of BX x (BY R) cells, each thread taking
+// R consecutive rows, with the tile origin (ox, oz) shifted so that column/row `edge` starts a tile
+// (the first interior one, or the first whose stencil stays interior): more tiles then fall wholly
+// inside the interior and take the short paths. Cells before N (the halo) are skipped.
+struct Tiling {
+  int ox, oz;
+};
+
+inline int tile_origin(int edge, int n, int size) { return edge - size * ((edge - n + size - 1) / size); }
+
+inline Tiling make_tiling(const Grid& g, int edge, int rows) {
+  return Tiling{tile_origin(edge, g.n, BX), tile_origin(edge, g.n, BY * rows)};
+}
+
+inline dim3 tile_grid(const Grid& g, const Tiling& t, int rows) {
+  return dim3((g.nxp + g.n - t.ox + BX - 1) / BX, (g.nzp + g.n - t.oz + BY * rows - 1) / (BY * rows), g.B);
 }
 
 __device__ __forceinline__ int sidx(int64_t padded_flat, const Grid& g) {
@@ -130,28 +152,65 @@ __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __r
   }
 }
 
-// u^{n+1} = 2 u - u_prev + V L (+ V f^n at the source), zeta updated in the PML, L stored on
-// interior cells when `lap` (full strategy). Blocks without a PML cell take a short path (no
-// CPML coefficient is read there; same arithmetic, L = Ax + Az).
+// Second derivative along z at R consecutive rows from a register column c of rows
+// [i - N, i + R + N) (same summation order as d2).
+template <int N, int R>
+__device__ __forceinline__ float d2_col(const float (&c)[R + 2 * N], int r, const Weights& w) {
+  float acc = w.c2[0] * c[N + r];
+#pragma unroll
+  for (int q = 1; q <= N; ++q) acc += w.c2[q] * (c[N + r + q] + c[N + r - q]);
+  return acc;
+}
+
+// The last part of the forward update at storage cell (i, j) of shot b: leapfrog, source, L.
 template <int N>
-__global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const float* __restrict__ u,
+__device__ __forceinline__ void main_finish(const Grid& g, int b, int i, int j, int k, float uk, float L,
+                                            const float* __restrict__ V, float* __restrict__ up,
+                                            float* __restrict__ lap, const int64_t* __restrict__ src,
+                                            const float* __restrict__ wavelet, int nt, int n) {
+  const float vk = V[i * g.nxs + j];
+  float unew = (2.f * uk - up[k]) + vk * L;
+  if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) unew += vk * wavelet[b * nt + n];  // source
+  up[k] = unew;
+  const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
+  if (lap && zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) lap[(b * g.nz + zi) * g.nx + xi] = L;
+}
+
+// u^{n+1} = 2 u - u_prev + V L (+ V f^n at the source), zeta updated in the PML, L stored on
+// interior cells when `lap` (full strategy). Each thread takes R consecutive rows. Blocks without
+// a PML cell take a short path (no CPML coefficient is read; the z stencil of the R rows comes
+// from one register column; same arithmetic, L = Ax + Az).
+template <int N, int R>
+__global__ void k_main(Grid g, Tiling t, Weights w, const float* __restrict__ V, const float* __restrict__ u,
                        float* __restrict__ up, const float* __restrict__ psix, const float* __restrict__ psiz,
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
                        float* __restrict__ lap, const int64_t* __restrict__ src, const float* __restrict__ wavelet,
                        int nt, int n) {
   pdl_begin();
-  const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N, b = blockIdx.z;
-  const int j = j0 + threadIdx.x, i = i0 + threadIdx.y;
-  const int zi = i - N - g.p, xi = j - N - g.p;  // interior coordinates
-  const bool inner = (j0 - N - g.p >= 0) && (j0 + BX - N - g.p <= g.nx) && (i0 - N - g.p >= 0) &&
-                     (i0 + BY - N - g.p <= g.nz);  // block-uniform
-  if (!inner && (j >= g.nxp + N || i >= g.nzp + N)) return;
-  const int kv = i * g.nxs + j, k = b * g.plane + kv;
-  float L;
+  const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * (BY * R), b = blockIdx.z;
+  const int j = j0 + threadIdx.x, ib = i0 + threadIdx.y * R;
+  const int lo = N + g.p;
+  const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY * R <= lo + g.nz);  // block-uniform
   if (inner) {
-    L = d2<N>(u + k, 1, w, N, N) + d2<N>(u + k, g.nxs, w, N, N);
-  } else {
+    const int k0 = b * g.plane + ib * g.nxs + j;
+    float c[R + 2 * N];
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) c[r] = u[k0 + (r - N) * g.nxs];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int k = k0 + r * g.nxs;
+      const float L = d2<N>(u + k, 1, w, N, N) + d2_col<N, R>(c, r, w);
+      main_finish<N>(g, b, ib + r, j, k, c[N + r], L, V, up, lap, src, wavelet, nt, n);
+    }
+    return;
+  }
+  if (j < N || j >= g.nxp + N) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int i = ib + r;
+    if (i < N || i >= g.nzp + N) continue;
+    const int k = b * g.plane + i * g.nxs + j;
     const float a_x = ax[j], a_z = az[i];
     float Ax = d2<N>(u + k, 1, w, N, N);
     float Az = d2<N>(u + k, g.nxs, w, N, N);
@@ -168,13 +227,9 @@ __global__ void k_main(Grid g, Weights w, const float* __restrict__ V, const flo
       zz = bz[i] * zza[q] + a_z * Az;
       zza[q] = zz;
     }
-    L = ((Ax + Az) + zx) + zz;
+    const float L = ((Ax + Az) + zx) + zz;
+    main_finish<N>(g, b, i, j, k, u[k], L, V, up, lap, src, wavelet, nt, n);
   }
-  const float vk = V[kv];
-  float unew = (2.f * u[k] - up[k]) + vk * L;
-  if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) unew += vk * wavelet[b * nt + n];  // source
-  up[k] = unew;
-  if (lap && (inner || (zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx))) lap[(b * g.nz + zi) * g.nx + xi] = L;
 }
 
 // ------------------------------------------------------------------ backward kernels
@@ -209,99 +264,141 @@ __global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __rest
   adjsrc_ring<N>(g, blockIdx.y, blockIdx.x * blockDim.x + threadIdx.x, V, mu, rec, grad_record, nt, nrec, n, ring, ub);
 }
 
-// Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells.
+// Gradient dJ/dV += (mu / V)(L + f delta_src) at interior cell (zi, xi) of shot b (storage
+// index k), and for the boundary strategy the reconstruction u^{n-1} = 2 u^n - u^{n+1} + V (L + f
+// delta_src) into the frame ua (frame index kh, ubk = u^n there).
 template <int N>
-__global__ void k_grad_p1(Grid g, Weights w, bool boundary, const float* __restrict__ V,
+__device__ __forceinline__ void grad_finish(const Grid& g, int b, int i, int j, int k, int zi, int xi, int kh,
+                                            float L, float ubk, bool boundary, const float* __restrict__ V,
+                                            const float* __restrict__ lam, float* __restrict__ grad,
+                                            float* __restrict__ ua, const int64_t* __restrict__ src,
+                                            const float* __restrict__ wavelet, int nt, int n) {
+  const float lk = lam[k], vk = V[i * g.nxs + j];  // lam holds mu = V lam
+  float gsum = lk * L;
+  float unew = 0.f;
+  if (boundary) unew = (2.f * ubk + vk * L) - ua[kh];
+  if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) {  // the source cell
+    const float f = wavelet[b * nt + n];
+    gsum += lk * f;
+    if (boundary) unew += vk * f;
+  }
+  grad[(b * g.nz + zi) * g.nx + xi] += gsum / vk;
+  if (boundary) ua[kh] = unew;
+}
+
+// Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells. Each
+// thread takes R consecutive rows; blocks wholly inside the interior read the z stencil of the
+// frame from one register column.
+template <int N, int R>
+__global__ void k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
                           const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
                           const float* __restrict__ zx, const float* __restrict__ zz, const float* __restrict__ ax,
                           const float* __restrict__ az, float* __restrict__ grad, float* __restrict__ ua,
                           const float* __restrict__ ub, const float* __restrict__ lap,
                           const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt, int n) {
   pdl_begin();
-  const int j = blockIdx.x * BX + threadIdx.x + N, i = blockIdx.y * BY + threadIdx.y + N, b = blockIdx.z;
-  if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int k = b * g.plane + i * g.nxs + j, kv = i * g.nxs + j;
-  const int zi = i - N - g.p, xi = j - N - g.p;
-  if (zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) {
-    float L;
-    const int hx = g.nx + 2 * N;
-    const int kh = b * (g.nz + 2 * N) * hx + (zi + N) * hx + (xi + N);
-    if (boundary) {
-      L = (d2<N>(ub + kh, 1, w, N, N) + d2<N>(ub + kh, hx, w, N, N)) + 0.f;
-    } else {
-      L = lap[(b * g.nz + zi) * g.nx + xi];
+  const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * (BY * R), b = blockIdx.z;
+  const int j = j0 + threadIdx.x, ib = i0 + threadIdx.y * R;
+  const int lo = N + g.p, hx = g.nx + 2 * N;
+  const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY * R <= lo + g.nz);  // block-uniform
+  if (inner && boundary) {
+    const int xi = j - lo, zb = ib - lo;
+    const int kh0 = b * (g.nz + 2 * N) * hx + (zb + N) * hx + (xi + N);
+    float c[R + 2 * N];
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) c[r] = ub[kh0 + (r - N) * hx];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int kh = kh0 + r * hx;
+      const float L = (d2<N>(ub + kh, 1, w, N, N) + d2_col<N, R>(c, r, w)) + 0.f;
+      grad_finish<N>(g, b, ib + r, j, b * g.plane + (ib + r) * g.nxs + j, zb + r, xi, kh, L, c[N + r], true, V, lam,
+                     grad, ua, src, wavelet, nt, n);
     }
-    const float lk = lam[k], vk = V[kv];  // lam holds mu = V lam
-    float gsum = lk * L;
-    float unew = 0.f;
-    if (boundary) unew = (2.f * ub[kh] + vk * L) - ua[kh];
-    if ((i - N) * g.nxp + (j - N) == static_cast<int>(src[b])) {  // the source cell
-      const float f = wavelet[b * nt + n];
-      gsum += lk * f;
-      if (boundary) unew += vk * f;
-    }
-    grad[(b * g.nz + zi) * g.nx + xi] += gsum / vk;
-    if (boundary) ua[kh] = unew;
     return;
   }
-  const float a_x = ax[j], a_z = az[i];
-  if (a_x != 0.f) {
-    const int kx = g.kx(b, i, j);  // neighbours with ax != 0 lie in the same strip
-    float acc = 0.f;
+  if (j < N || j >= g.nxp + N) return;
 #pragma unroll
-    for (int q = 1; q <= N; ++q) {
-      const float hi = ax[j + q] != 0.f ? abar(lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
-      const float lo = ax[j - q] != 0.f ? abar(lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
-      acc += w.c1[q] * (hi - lo);
+  for (int r = 0; r < R; ++r) {
+    const int i = ib + r;
+    if (i < N || i >= g.nzp + N) continue;
+    const int k = b * g.plane + i * g.nxs + j;
+    const int zi = i - lo, xi = j - lo;
+    if (zi >= 0 && zi < g.nz && xi >= 0 && xi < g.nx) {
+      const int kh = b * (g.nz + 2 * N) * hx + (zi + N) * hx + (xi + N);
+      const float L = boundary ? (d2<N>(ub + kh, 1, w, N, N) + d2<N>(ub + kh, hx, w, N, N)) + 0.f
+                               : lap[(b * g.nz + zi) * g.nx + xi];
+      grad_finish<N>(g, b, i, j, k, zi, xi, kh, L, boundary ? ub[kh] : 0.f, boundary, V, lam, grad, ua, src, wavelet,
+                     nt, n);
+      continue;
     }
-    px[kx] -= acc;
-  }
-  if (a_z != 0.f) {
-    const int kz = g.kz(b, i, j);
-    float acc = 0.f;
-    const int s = g.nxs;
+    const float a_x = ax[j], a_z = az[i];
+    if (a_x != 0.f) {
+      const int kx = g.kx(b, i, j);  // neighbours with ax != 0 lie in the same strip
+      float acc = 0.f;
 #pragma unroll
-    for (int q = 1; q <= N; ++q) {
-      const float hi = az[i + q] != 0.f ? abar(lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
-      const float lo = az[i - q] != 0.f ? abar(lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
-      acc += w.c1[q] * (hi - lo);
+      for (int q = 1; q <= N; ++q) {
+        const float hi = ax[j + q] != 0.f ? abar(lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
+        const float lo_ = ax[j - q] != 0.f ? abar(lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
+        acc += w.c1[q] * (hi - lo_);
+      }
+      px[kx] -= acc;
     }
-    pz[kz] -= acc;
+    if (a_z != 0.f) {
+      const int kz = g.kz(b, i, j);
+      float acc = 0.f;
+      const int s = g.nxs;
+#pragma unroll
+      for (int q = 1; q <= N; ++q) {
+        const float hi = az[i + q] != 0.f ? abar(lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
+        const float lo_ = az[i - q] != 0.f ? abar(lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
+        acc += w.c1[q] * (hi - lo_);
+      }
+      pz[kz] -= acc;
+    }
   }
 }
 
-// Adjoint pass 2 on every cell. Along an axis whose stencil reaches no PML cell from this block
-// (block-uniform test), Abar = mu and the pbar term vanishes: that second derivative is read
-// straight from global memory, as in the forward. Along the other axes the block stages
-// shared-memory tiles: Abar_x and a_x pbar_x (x halo), Abar_z and a_z pbar_z (z halo). Blocks
-// needing neither (the interior) do the forward's leapfrog on mu; the top and bottom strips stage
-// only the z tiles, the side strips only the x tiles.
-template <int N>
-__global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const float* __restrict__ V,
+// Adjoint pass 2 on every cell, R consecutive rows per thread. Along an axis whose stencil reaches
+// no PML cell from this block (block-uniform test), Abar = mu and the pbar term vanishes: that
+// second derivative is read straight from global memory, as in the forward. Along the other axes
+// the block stages shared-memory tiles: Abar_x and a_x pbar_x (x halo), Abar_z and a_z pbar_z (z
+// halo). Blocks needing neither (the interior) do the forward's leapfrog on mu, with the z stencil
+// of the R rows from one register column; the top and bottom strips stage only the z tiles, the
+// side strips only the x tiles.
+template <int N, int R>
+__global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Tiling t, Weights w, const float* __restrict__ V,
                                                       const float* __restrict__ lam, float* __restrict__ lp,
                                                       const float* __restrict__ px, const float* __restrict__ pz,
                                                       const float* __restrict__ zx, const float* __restrict__ zz,
                                                       const float* __restrict__ ax, const float* __restrict__ az) {
-  __shared__ float sAx[BY][BX + 2 * N], sAz[BY + 2 * N][BX], sPx[BY][BX + 2 * N], sPz[BY + 2 * N][BX];
+  constexpr int TY = BY * R;  // rows of the block
+  __shared__ float sAx[TY][BX + 2 * N], sAz[TY + 2 * N][BX], sPx[TY][BX + 2 * N], sPz[TY + 2 * N][BX];
   pdl_begin();
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, b = blockIdx.z;
-  const int j0 = blockIdx.x * BX + N, i0 = blockIdx.y * BY + N;  // storage coords of the tile origin
+  const int tx = threadIdx.x, ty = threadIdx.y * R, tid = threadIdx.y * BX + tx, b = blockIdx.z;
+  const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * TY;  // storage coords of the tile origin
   const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
   const bool need_x = !((j0 - N >= xlo) && (j0 + BX - 1 + N < xhi));  // x tiles touch a PML column
-  const bool need_z = !((i0 - N >= zlo) && (i0 + BY - 1 + N < zhi));  // z tiles touch a PML row
+  const bool need_z = !((i0 - N >= zlo) && (i0 + TY - 1 + N < zhi));  // z tiles touch a PML row
   if (!need_x && !need_z) {  // the stencil stays inside the interior
-    const int i = i0 + ty, j = j0 + tx, k = b * g.plane + i * g.nxs + j;
-    const float S = d2<N>(lam + k, 1, w, N, N) + d2<N>(lam + k, g.nxs, w, N, N);
-    lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * S;
+    const int i = i0 + ty, j = j0 + tx, k0 = b * g.plane + i * g.nxs + j;
+    float c[R + 2 * N];
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) c[r] = lam[k0 + (r - N) * g.nxs];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int k = k0 + r * g.nxs;
+      const float S = d2<N>(lam + k, 1, w, N, N) + d2_col<N, R>(c, r, w);
+      lp[k] = (2.f * c[N + r] - lp[k]) + V[(i + r) * g.nxs + j] * S;
+    }
     return;
   }
   const float* lamb = lam + b * g.plane;
   // x-halo tiles
-  for (int e = tid; need_x && e < BY * (BX + 2 * N); e += BX * BY) {
+  for (int e = tid; need_x && e < TY * (BX + 2 * N); e += BX * BY) {
     const int r = e / (BX + 2 * N), c = e % (BX + 2 * N);
     const int i = i0 + r, j = j0 - N + c;
     float A = 0.f, P = 0.f;
-    if (i < g.nzs && j < g.nxs) {
+    if (i >= 0 && j >= 0 && i < g.nzs && j < g.nxs) {
       const float gk = lamb[i * g.nxs + j];
       const float a = ax[j];
       if (a != 0.f) {
@@ -316,11 +413,11 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     sPx[r][c] = P;
   }
   // z-halo tiles
-  for (int e = tid; need_z && e < (BY + 2 * N) * BX; e += BX * BY) {
+  for (int e = tid; need_z && e < (TY + 2 * N) * BX; e += BX * BY) {
     const int r = e / BX, c = e % BX;
     const int i = i0 - N + r, j = j0 + c;
     float A = 0.f, P = 0.f;
-    if (i < g.nzs && j < g.nxs) {
+    if (i >= 0 && j >= 0 && i < g.nzs && j < g.nxs) {
       const float gk = lamb[i * g.nxs + j];
       const float a = az[i];
       if (a != 0.f) {
@@ -335,31 +432,36 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Weights w, const f
     sPz[r][c] = P;
   }
   __syncthreads();
-  const int j = j0 + tx, i = i0 + ty;
-  if (j >= g.nxp + N || i >= g.nzp + N) return;
-  const int k = b * g.plane + i * g.nxs + j;
-  float sx, sz, qx = 0.f, qz = 0.f;
-  if (need_x) {
-    sx = w.c2[0] * sAx[ty][tx + N];
+  const int j = j0 + tx;
+  if (j < N || j >= g.nxp + N) return;
 #pragma unroll
-    for (int q = 1; q <= N; ++q) {
-      sx += w.c2[q] * (sAx[ty][tx + N + q] + sAx[ty][tx + N - q]);
-      qx += w.c1[q] * (sPx[ty][tx + N + q] - sPx[ty][tx + N - q]);
-    }
-  } else {  // the x range is interior: in the grid, Abar_x = mu, pbar_x term 0
-    sx = d2<N>(lam + k, 1, w, N, N);
-  }
-  if (need_z) {
-    sz = w.c2[0] * sAz[ty + N][tx];
+  for (int r = 0; r < R; ++r) {
+    const int i = i0 + ty + r, tr = ty + r;
+    if (i < N || i >= g.nzp + N) continue;
+    const int k = b * g.plane + i * g.nxs + j;
+    float sx, sz, qx = 0.f, qz = 0.f;
+    if (need_x) {
+      sx = w.c2[0] * sAx[tr][tx + N];
 #pragma unroll
-    for (int q = 1; q <= N; ++q) {
-      sz += w.c2[q] * (sAz[ty + N + q][tx] + sAz[ty + N - q][tx]);
-      qz += w.c1[q] * (sPz[ty + N + q][tx] - sPz[ty + N - q][tx]);
+      for (int q = 1; q <= N; ++q) {
+        sx += w.c2[q] * (sAx[tr][tx + N + q] + sAx[tr][tx + N - q]);
+        qx += w.c1[q] * (sPx[tr][tx + N + q] - sPx[tr][tx + N - q]);
+      }
+    } else {  // the x range is interior: in the grid, Abar_x = mu, pbar_x term 0
+      sx = d2<N>(lam + k, 1, w, N, N);
     }
-  } else {
-    sz = d2<N>(lam + k, g.nxs, w, N, N);
+    if (need_z) {
+      sz = w.c2[0] * sAz[tr + N][tx];
+#pragma unroll
+      for (int q = 1; q <= N; ++q) {
+        sz += w.c2[q] * (sAz[tr + N + q][tx] + sAz[tr + N - q][tx]);
+        qz += w.c1[q] * (sPz[tr + N + q][tx] - sPz[tr + N - q][tx]);
+      }
+    } else {
+      sz = d2<N>(lam + k, g.nxs, w, N, N);
+    }
+    lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
   }
-  lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
 }
 
 // Adjoint pass 3 on the PML strips (first `pblocks` blocks): zbar, pbar carried to the previous
@@ -438,16 +540,17 @@ struct Launcher {
   }
 };
 
-template <int N>
+template <int N, int R>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
-  const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
+  const Tiling tl = make_tiling(g, N + g.p, R);
+  const dim3 block(BX, BY), grid = tile_grid(g, tl, R);
   const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* u = a.u;
   float* up = a.uprev;
-  const Launcher launch{st, pdl_enabled(k_main<N>)};
+  const Launcher launch{st, pdl_enabled(k_main<N, R>)};
   // Per step: k_psi (+ the previous step's record and this step's ring), k_main (+ the source).
   // The record of the chunk's last step is taken after the loop.
   auto extra_blocks = [&](int64_t items) { return static_cast<int>((items + 255) / 256); };
@@ -459,8 +562,8 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
       launch(k_psi<N>, dim3(nb, g.B), dim3(256), g, a.w, u, a.psix, a.psiz, a.ax, a.bx, a.az, a.bz, pblocks, a.rec,
              a.record, nt, nrec, s > 0 ? n - 1 : -1, ring);
     float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
-    launch(k_main<N>, grid, block, g, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, lap,
-           a.src, a.wavelet, nt, n);
+    launch(k_main<N, R>, grid, block, g, tl, a.w, a.v2dt2, u, up, a.psix, a.psiz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz,
+           lap, a.src, a.wavelet, nt, n);
     std::swap(u, up);
   }
   if (a.nsteps > 0 && a.nrec > 0)
@@ -468,10 +571,11 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
            0, a.rec, a.record, nt, nrec, static_cast<int>(a.n0 + a.nsteps - 1), static_cast<float*>(nullptr));
 }
 
-template <int N>
+template <int N, int R>
 void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
-  const dim3 block(BX, BY), grid((g.nxp + BX - 1) / BX, (g.nzp + BY - 1) / BY, g.B);
+  const Tiling tg = make_tiling(g, N + g.p, R), ta = make_tiling(g, 2 * N + g.p, R);
+  const dim3 block(BX, BY), ggrid = tile_grid(g, tg, R), agrid = tile_grid(g, ta, R);
   const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
@@ -481,7 +585,7 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   float* ub = a.ub;
   const int64_t small = a.nrec + (a.boundary ? C : 0);
   const int sblocks = static_cast<int>((small + 255) / 256);
-  const Launcher launch{st, pdl_enabled(k_adj_main<N>)};
+  const Launcher launch{st, pdl_enabled(k_adj_main<N, R>)};
   auto ring_at = [&](int64_t s) -> const float* { return a.boundary ? a.ring + s * g.B * C : nullptr; };
   // Per step: k_grad_p1, k_adj_main, k_p3 (+ the next step's adjoint source and ring). The
   // chunk's first step (its last in time) gets them from k_adjsrc_ring before the loop.
@@ -491,9 +595,9 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
     const int n = static_cast<int>(a.n0 + s);
     const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
-    launch(k_grad_p1<N>, grid, block, g, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az, a.grad,
-           ua, ub, lap, a.src, a.wavelet, nt, n);
-    launch(k_adj_main<N>, grid, block, g, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
+    launch(k_grad_p1<N, R>, ggrid, block, g, tg, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az,
+           a.grad, ua, ub, lap, a.src, a.wavelet, nt, n);
+    launch(k_adj_main<N, R>, agrid, block, g, ta, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
     const int nb = pblocks + (s > 0 ? sblocks : 0);
     if (nb > 0)
       launch(k_p3<N>, dim3(nb, g.B), dim3(256), g, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, pblocks,
@@ -508,9 +612,9 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
 void forward_cuda(const StepArgs& a, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   switch (a.n_half) {
-    case 1: forward_impl<1>(a, st); break;
-    case 2: forward_impl<2>(a, st); break;
-    case 4: forward_impl<4>(a, st); break;
+    case 1: forward_impl<1, kRows>(a, st); break;
+    case 2: forward_impl<2, kRows>(a, st); break;
+    case 4: forward_impl<4, kRows>(a, st); break;
     default: throw std::runtime_error("fwi: unsupported stencil half-width");
   }
 }
@@ -518,9 +622,9 @@ void forward_cuda(const StepArgs& a, void* stream) {
 void backward_cuda(const AdjArgs& a, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   switch (a.n_half) {
-    case 1: backward_impl<1>(a, st); break;
-    case 2: backward_impl<2>(a, st); break;
-    case 4: backward_impl<4>(a, st); break;
+    case 1: backward_impl<1, kRows>(a, st); break;
+    case 2: backward_impl<2, kRows>(a, st); break;
+    case 4: backward_impl<4, kRows>(a, st); break;
     default: throw std::runtime_error("fwi: unsupported stencil half-width");
   }
 }
