@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,29 @@ def test_disk_store_io_groups_round_trip_in_any_order(io_steps, interval, tmp_pa
         for n0, t in [(NT - 4, 4), (20, 6), (0, 3), (5, 17), (5, 17), (28, 1), (11, 2), (0, NT)]:
             assert torch.equal(s.get(n0, t), ref.get(n0, t)), (n0, t)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_disk_store_backward_reads_come_from_the_reader_thread(dtype, tmp_path, monkeypatch):
+    """Decreasing gets of whole kernel chunks (64 steps, transfer_interval 8: 8 blocks each) find
+    their groups already read ahead: only the first read runs on the caller's thread."""
+    callers = []
+    real_read = disk_module._DiskResources.read_block
+
+    def counting(self, items):
+        callers.append(threading.current_thread() is threading.main_thread())
+        return real_read(self, items)
+
+    monkeypatch.setattr(disk_module._DiskResources, "read_block", counting)
+    nt, chunk = 320, 64
+    x = _ring(8, nt=nt)
+    with make_ring_store(nt, B, C, "cpu", _options("disk", dtype, transfer_interval=8, disk_dir=tmp_path)) as s, \
+            make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref:
+        _fill(s, x, [chunk] * (nt // chunk))
+        _fill(ref, x, [nt])
+        for n0 in range(nt - chunk, -1, -chunk):
+            assert torch.equal(s.get(n0, chunk), ref.get(n0, chunk)), n0
+    assert sum(callers) == 1 and len(callers) == nt // chunk
 
 
 @pytest.mark.parametrize("tier", ["cpu", "disk"])
