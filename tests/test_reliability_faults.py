@@ -201,6 +201,7 @@ def test_runner_disk_full_mid_gradient_fails_job_removes_files_and_frees_memory(
         real_write(fd, buf, offset)
 
     monkeypatch.setattr(disk_module, "_write_at", fills_up)
+    monkeypatch.setattr(disk_module, "IO_STEPS", 1)  # blocks written one by one, as they fill
     refs = _track_ring_stores(monkeypatch)
     cfg = _disk_config(tmp_path, rings)
     summary = Experiment(cfg).sweep()

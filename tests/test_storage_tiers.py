@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,52 @@ def test_store_fp32_returns_exactly_what_was_put(tier, tmp_path):
             assert torch.equal(got, x[n0:n0 + t])
 
 
+@pytest.mark.parametrize("io_steps", [1, 8, 64])
+@pytest.mark.parametrize("interval", [1, 3])
+def test_disk_store_io_groups_round_trip_in_any_order(io_steps, interval, tmp_path, monkeypatch):
+    """Files are written and read in groups of whole blocks (IO_STEPS steps at least): several
+    groups, a partial last one, decreasing, repeated and jumping reads all give the stored ring."""
+    monkeypatch.setattr(disk_module, "IO_STEPS", io_steps)
+    writes = []
+    real_write = disk_module._write_at
+    monkeypatch.setattr(disk_module, "_write_at", lambda fd, buf, off: (writes.append(len(buf)), real_write(fd, buf, off)))
+    x = _ring(7)
+    with make_ring_store(NT, B, C, "cpu", _options("disk", "int8", transfer_interval=interval,
+                                                   disk_dir=tmp_path)) as s, \
+            make_ring_store(NT, B, C, "cpu", _options("gpu", "int8")) as ref:
+        _fill(s, x, [5, 1, 9, 14])
+        _fill(ref, x, [NT])
+        group_steps = s.group * s.k
+        assert s.group == max(1, min(-(-io_steps // interval), s.n_blocks))
+        assert len(writes) == 2 * -(-NT // group_steps)  # one write per part (codes, scales) and group
+        for n0, t in [(NT - 4, 4), (20, 6), (0, 3), (5, 17), (5, 17), (28, 1), (11, 2), (0, NT)]:
+            assert torch.equal(s.get(n0, t), ref.get(n0, t)), (n0, t)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_disk_store_backward_reads_come_from_the_reader_thread(dtype, tmp_path, monkeypatch):
+    """Decreasing gets of whole kernel chunks (64 steps, transfer_interval 8: 8 blocks each) find
+    their groups already read ahead: only the first read runs on the caller's thread."""
+    callers = []
+    real_read = disk_module._DiskResources.read_block
+
+    def counting(self, items):
+        callers.append(threading.current_thread() is threading.main_thread())
+        return real_read(self, items)
+
+    monkeypatch.setattr(disk_module._DiskResources, "read_block", counting)
+    nt, chunk = 320, 64
+    x = _ring(8, nt=nt)
+    with make_ring_store(nt, B, C, "cpu", _options("disk", dtype, transfer_interval=8, disk_dir=tmp_path)) as s, \
+            make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref:
+        _fill(s, x, [chunk] * (nt // chunk))
+        _fill(ref, x, [nt])
+        for n0 in range(nt - chunk, -1, -chunk):
+            assert torch.equal(s.get(n0, chunk), ref.get(n0, chunk)), n0
+    assert sum(callers) == 1 and len(callers) == nt // chunk
+
+
 @pytest.mark.parametrize("tier", ["cpu", "disk"])
 def test_store_staged_reads_in_any_order_and_repeated(tier, tmp_path):
     x = _ring(2)
@@ -107,7 +154,9 @@ def test_store_staged_reads_in_any_order_and_repeated(tier, tmp_path):
 
 
 @pytest.mark.parametrize("tier", ["cpu", "disk"])
-def test_store_staged_partial_forward_serves_stored_steps(tier, tmp_path):
+@pytest.mark.parametrize("io_steps", [8, 64])
+def test_store_staged_partial_forward_serves_stored_steps(tier, io_steps, tmp_path, monkeypatch):
+    monkeypatch.setattr(disk_module, "IO_STEPS", io_steps)  # disk: the puts stop inside a group
     x = _ring(3)
     with make_ring_store(NT, B, C, "cpu", _options(tier, "fp32", transfer_interval=4, disk_dir=tmp_path)) as s:
         s.put(0, x[:6])
@@ -279,6 +328,7 @@ def test_disk_store_full_disk_raises_storage_error_naming_directory(tmp_path, mo
 
 def test_disk_store_permission_denied_in_writer_raises_at_next_put(tmp_path, monkeypatch):
     monkeypatch.setattr(disk_module, "_write_at", _raiser(errno.EACCES))
+    monkeypatch.setattr(disk_module, "IO_STEPS", 1)  # each block is written as it is put
     s = make_ring_store(NT, B, C, "cpu", _options("disk", "int8", transfer_interval=1, disk_dir=tmp_path))
     s.put(0, _ring()[:1])
     s._res.write_q.join()  # the writer has met the error
@@ -442,8 +492,17 @@ def _partition(total: int, cuts: list[int]) -> list[int]:
     get_cuts=st.lists(st.integers(1, 39), max_size=8),
     tier=st.sampled_from(["cpu", "disk"]),
     dtype=st.sampled_from(DTYPES),
+    io_steps=st.sampled_from([1, 5, 64]),
 )
-def test_store_any_chunking_matches_gpu_tier(nt, interval, put_cuts, get_cuts, tier, dtype, tmp_path):
+def test_store_any_chunking_matches_gpu_tier(nt, interval, put_cuts, get_cuts, tier, dtype, io_steps, tmp_path):
+    saved, disk_module.IO_STEPS = disk_module.IO_STEPS, io_steps  # disk: blocks per file I/O group
+    try:
+        _any_chunking_matches_gpu_tier(nt, interval, put_cuts, get_cuts, tier, dtype, tmp_path)
+    finally:
+        disk_module.IO_STEPS = saved
+
+
+def _any_chunking_matches_gpu_tier(nt, interval, put_cuts, get_cuts, tier, dtype, tmp_path):
     x = _ring(nt, nt=nt)
     opts = _options(tier, dtype, transfer_interval=interval, disk_dir=tmp_path)
     with make_ring_store(nt, B, C, "cpu", opts) as s, \

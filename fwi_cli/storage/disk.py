@@ -9,12 +9,17 @@ temp directory when ``disk_dir`` is None) holds one file per codec part,
 Pipeline (on top of :class:`~fwi_cli.storage.staged.StagedRingStore`, which stages blocks
 on the compute device):
 
-* forward: a full block (from a staging slot, or straight from a chunk's fp16/int8 codes) is
-  copied (side CUDA stream, async) into one of a few host buffers (pinned on CUDA when asked), and the buffer is queued to a writer thread, which
-  waits for the copy's event, ``pwrite``s the block and gives the buffer back. The host
+* Files are written and read in *I/O groups* of ``group`` consecutive blocks (the fewest whole
+  blocks reaching ``IO_STEPS`` = 64 steps; one block when ``transfer_interval`` >= 64): with
+  small blocks, one thread hand-off and system call per block cost more than the bytes.
+* forward: each full block (from a staging slot, or straight from a chunk's fp16/int8 codes) is
+  copied (side CUDA stream, async) into its place in the host buffer of its group (a few
+  buffers, pinned on CUDA when asked); a complete group is queued to a writer thread, which
+  waits for the copies' event, ``pwrite``s the group and gives the buffer back. The host
   buffers bound the queue: when all are in flight ``put`` waits.
-* backward: a reader thread ``pread``s the next (earlier) blocks into host buffers while the
-  caller computes; ``get`` copies a block host -> device on the side stream.
+* backward: a reader thread ``pread``s the next (earlier) groups into host buffers while the
+  caller computes; ``get`` copies blocks of the resident group host -> device on the side
+  stream, and gives the group's buffer back when it moves to another group.
 
 Errors: an ``OSError`` met by the writer (no space, permission, ...) is kept and raised as a
 :class:`~fwi_cli.errors.StorageError` naming the directory at the next ``put``,
@@ -50,10 +55,15 @@ from fwi_cli.storage.base import head
 from fwi_cli.storage.codecs import Codec
 from fwi_cli.storage.staged import StagedRingStore
 
-#: Host buffers (each one block) shared by the writer and the reader.
+#: Host buffers (each one I/O group) shared by the writer and the reader.
 N_HOST_BUFFERS = 4
-#: Blocks the reader reads ahead of the backward pass.
+#: Groups the reader reads ahead of the backward pass.
 READ_AHEAD = 2
+#: Steps the files are written and read in at least (an I/O group is the fewest whole blocks
+#: of ``transfer_interval`` steps reaching this): per-block file I/O of small blocks costs more
+#: in thread hand-offs and system calls than the bytes (H200, seed problem, transfer_interval 8:
+#: 250 blocks per gradient).
+IO_STEPS = 64
 #: Seconds between checks while waiting for a host buffer.
 _POLL_S = 0.05
 
@@ -279,7 +289,10 @@ class DiskRingStore(StagedRingStore):
         self._nbytes = nt * sum(self._step_nbytes)
         self._res = res = _DiskResources(_make_root(disk_dir, self._nbytes))
         self._finalizer = weakref.finalize(self, res.shutdown)  # GC and interpreter exit
-        self._pending: dict[int, tuple[Future, list]] = {}
+        self.group = max(1, min(-(-IO_STEPS // self.k), self.n_blocks))  # blocks per I/O group
+        self._pending: dict[int, tuple[Future, list]] = {}  # group -> (read, its items)
+        self._wbuf: tuple[int, _HostBuffer, int] | None = None  # (group, buffer, steps) being filled
+        self._rbuf: tuple[int, _HostBuffer] | None = None  # (group, buffer) the backward reads from
         self._reading = False
         self._buffers: list[_HostBuffer] = []
         try:
@@ -292,7 +305,7 @@ class DiskRingStore(StagedRingStore):
             self._fail(f"cannot create the boundary files in {res.root}", exc)
         specs = codec.part_specs(batch, cells)
         self._buffers = [
-            _HostBuffer(specs, self.k, self.pinned, self._cuda) for _ in range(N_HOST_BUFFERS)
+            _HostBuffer(specs, self.group * self.k, self.pinned, self._cuda) for _ in range(N_HOST_BUFFERS)
         ]
         for buf in self._buffers:
             res.free.put(buf)
@@ -324,22 +337,40 @@ class DiskRingStore(StagedRingStore):
         if err is not None:
             self._fail("writing the boundary ring failed", err)
 
-    def _items(self, j: int, steps: int) -> list[tuple[int, int, int]]:
-        """(part, file offset, bytes) of the first ``steps`` steps of block j."""
-        return [(i, j * self.k * s, steps * s) for i, s in enumerate(self._step_nbytes)]
+    def _group_items(self, g: int, steps: int | None = None) -> list[tuple[int, int, int]]:
+        """(part, file offset, bytes) of the first ``steps`` steps of I/O group g (default:
+        all its stored steps)."""
+        a = g * self.group * self.k
+        if steps is None:
+            steps = min(self.group * self.k, self._next_put - a)
+        return [(i, a * s, steps * s) for i, s in enumerate(self._step_nbytes)]
 
     # ---- forward ------------------------------------------------------------------
 
     def _store_block(self, j: int, parts: list[torch.Tensor], steps: int, done) -> None:
-        buf = self._res.take_buffer()
+        g, pos = divmod(j, self.group)
+        if self._wbuf is None:
+            self._wbuf = (g, self._res.take_buffer(), 0)
+        buf = self._wbuf[1]
+        a = pos * self.k
+        self._wbuf = (g, buf, a + steps)  # puts are consecutive: the group's stored steps
         with self._on_side():
             for hp, sp in zip(buf.typed, parts, strict=True):
-                head(hp, steps).copy_(head(sp, steps), non_blocking=self.pinned)
+                hp[a:a + steps].copy_(head(sp, steps), non_blocking=self.pinned)
             self._record(buf.event, self._side)
             self._record(done, self._side)
-        self._res.write_q.put((self._items(j, steps), buf))
+        if pos == self.group - 1 or j == self.n_blocks - 1 or steps < self.block_len(j):
+            self._write_group()
+
+    def _write_group(self) -> None:
+        """Queue the group being filled (its blocks stored so far) to the writer."""
+        g, buf, steps = self._wbuf
+        self._wbuf = None
+        self._res.write_q.put((self._group_items(g, steps), buf))
 
     def _end_forward(self) -> None:
+        if self._wbuf is not None:  # the puts stopped inside a group
+            self._write_group()
         self._res.write_q.join()
         self._check_errors()
 
@@ -368,19 +399,32 @@ class DiskRingStore(StagedRingStore):
                 raise
             self._fail("reading the boundary ring failed", exc)
 
-    def _load_block(self, j: int, parts: list[torch.Tensor], steps: int) -> None:
-        entry = self._pending.pop(j, None)
-        if entry is not None and entry[1] == self._items(j, steps):
+    def _group_buffer(self, g: int) -> _HostBuffer:
+        """The host buffer holding I/O group g, read now unless it is resident or prefetched."""
+        if self._rbuf is not None and self._rbuf[0] == g:
+            return self._rbuf[1]
+        if self._rbuf is not None:  # done with the resident group: the backward goes down
+            self._res.free.put(self._rbuf[1])
+            self._rbuf = None
+        items = self._group_items(g)
+        entry = self._pending.pop(g, None)
+        if entry is not None and entry[1] == items:
             buf = entry[0].result()
         else:
             if entry is not None:
                 self._release(entry[0])
-            buf = self._res.read_block(self._items(j, steps))
+            buf = self._res.read_block(items)
+        self._rbuf = (g, buf)
+        return buf
+
+    def _load_block(self, j: int, parts: list[torch.Tensor], steps: int) -> None:
+        g, pos = divmod(j, self.group)
+        buf = self._group_buffer(g)
+        a = pos * self.k
         with self._on_side():
             for hp, sp in zip(buf.typed, parts, strict=True):
-                head(sp, steps).copy_(head(hp, steps), non_blocking=self.pinned)
+                head(sp, steps).copy_(hp[a:a + steps], non_blocking=self.pinned)
             self._record(buf.event, self._side)
-        self._res.free.put(buf)
 
     def _release(self, fut: Future) -> None:
         """Give back the buffer of a read nobody will use."""
@@ -390,18 +434,21 @@ class DiskRingStore(StagedRingStore):
             pass
 
     def _prefetch(self, j: int, keep: int) -> None:
-        """Read blocks j, j-1, ... ahead on the reader thread; stage j if already read."""
-        for jj in [b for b in self._pending if b > keep]:  # passed by: never read now
-            self._release(self._pending.pop(jj)[0])
-        for jj in range(j, max(j - READ_AHEAD, -1), -1):
-            if jj in self._pending or any(s.block == jj for s in self._slots):
+        """Read the groups of block j and below ahead on the reader thread; stage block j
+        into a slot once its group is in host memory."""
+        g = j // self.group
+        for gg in [x for x in self._pending if x > keep // self.group]:  # passed by: never read now
+            self._release(self._pending.pop(gg)[0])
+        resident = self._rbuf[0] if self._rbuf is not None else -1
+        for gg in range(g, max(g - READ_AHEAD, -1), -1):
+            if gg in self._pending or gg == resident:
                 continue
             if len(self._pending) >= N_HOST_BUFFERS - 1:
                 break
-            items = self._items(jj, min(self.block_len(jj), self._next_put - jj * self.k))
-            self._pending[jj] = (self._res.reader.submit(self._res.read_block, items), items)
-        entry = self._pending.get(j)
-        if entry is not None and entry[0].done():
+            items = self._group_items(gg)
+            self._pending[gg] = (self._res.reader.submit(self._res.read_block, items), items)
+        entry = self._pending.get(g)
+        if g == resident or (entry is not None and entry[0].done()):
             self._acquire(j, keep=keep)
 
     # ---- bookkeeping ----------------------------------------------------------------
@@ -413,6 +460,7 @@ class DiskRingStore(StagedRingStore):
         for fut, _ in self._pending.values():
             fut.cancel()
         self._pending = {}
+        self._wbuf = self._rbuf = None
         self._finalizer()  # stop threads, delete files (once)
         self._buffers = []
 
