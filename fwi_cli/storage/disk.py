@@ -92,7 +92,7 @@ def _read_at(fd: int, buf: memoryview, offset: int) -> None:
 
 
 class _HostBuffer:
-    """Host memory of one block: raw bytes per part, typed (K, B, ...) views, an event."""
+    """Host memory of one I/O group: raw bytes per part, typed (steps, B, ...) views, an event."""
 
     def __init__(self, specs, k: int, pin: bool, cuda: bool) -> None:
         self.raw, self.typed, self.views = [], [], []
@@ -153,7 +153,7 @@ class _DiskResources:
                 self.write_q.task_done()
 
     def read_block(self, items) -> _HostBuffer:
-        """Reader thread (or caller): read one block into an idle host buffer."""
+        """Reader thread (or caller): read one I/O group (its items) into an idle host buffer."""
         buf = self.take_buffer()
         try:
             if buf.event is not None:
