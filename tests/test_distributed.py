@@ -26,6 +26,7 @@ from fwi_cli.errors import FwiArgumentError, RunLockedError, StorageError
 from fwi_cli.experiment import Experiment, Job, load_config, parallel, runner, store
 from fwi_cli.experiment.distributed import PeerRankError, check_batch, init_from_env, split_shots
 from fwi_cli.experiment.lock import RunLock
+from fwi_cli.experiment.matrix import expand
 
 RTOL = 1e-5  # fp32 sums in another order
 JOB = Job("eager", "gpu", "fp32")
@@ -75,24 +76,39 @@ def test_parallel_worker_devices_parse_and_reject():
             parallel.worker_devices("0", None)
 
 
+def test_parallel_hands_out_the_longest_jobs_first():
+    jobs = load_config(Path(__file__).parents[1] / "configs" / "marmousi_bdy.yaml").matrix
+    jobs = parallel.handout_order(expand(jobs, "<test>"))
+    labels = [f"{j.impl}-{j.storage}-{j.dtype}" for j in jobs]
+    assert [j.impl for j in jobs[:4]] == ["eager"] * 4  # ~3x the c jobs: started first
+    assert labels[4:7] == ["c-disk-fp16", "c-disk-bf16", "c-disk-int8"]
+    assert labels[7:10] == ["c-cpu-fp16", "c-cpu-bf16", "c-cpu-int8"]
+    assert labels[10:] == ["c-gpu-fp32", "c-gpu-fp16", "c-gpu-bf16", "c-gpu-int8"]  # matrix order
+
+
 # --------------------------------------------------------------------------- torchrun
 def test_distributed_torchrun_invert_equals_one_process(tmp_path, monkeypatch):
     eager_observed_only(monkeypatch)
     # 3 shots per batch over 2 ranks: an uneven split (2 + 1)
-    path = write_tiny(tmp_path, inversion={"batch_shots": 3})
+    env = _env()
+    two_gpus = torch.cuda.device_count() >= 2  # NCCL on cuda:0 and cuda:1, else gloo on CPU
+    if not two_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a 1-GPU host cannot give two ranks a GPU each
+    path = write_tiny(tmp_path, inversion={"batch_shots": 3}, device="auto" if two_gpus else "cpu")
     ex = Experiment(load_config(path))
     ex.ensure_observed()  # with eager here; the ranks reuse it
     ref = runner.compute_job(ex.cfg, ex.problem, JOB, ex.observed())
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "fwi_cli", "invert", str(path), "--impl", "eager", "--storage", "gpu"]
-    r = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("store: ") == 1 and r.stdout.count("iter 3/3") == 1  # rank 0 only
 
     rec = store.read_job(store.job_path(ex.run_dir, JOB))
+    backend = "nccl" if two_gpus else "gloo"
     assert rec.status == "complete" and rec.attrs["distributed"] == {"world_size": 2,
-                                                                     "backend": "gloo"}
+                                                                     "backend": backend}
     assert rec.attrs["hash"] == ex.job_hash(JOB)  # resumes/skips like a 1-process store
     np.testing.assert_array_equal(rec.shots, ref.shots)
     np.testing.assert_allclose(rec.loss, ref.loss, rtol=RTOL)

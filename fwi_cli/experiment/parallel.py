@@ -16,7 +16,9 @@ Protocol (the parent process never touches a GPU):
 2. An up-to-date observed store is reused by the parent; otherwise the first worker models
    it and the jobs wait for it.
 3. Jobs already complete (same hash) are skipped, as in the sequential sweep; the others
-   are handed out in matrix order to whichever worker is free.
+   are handed out to whichever worker is free, longest first (:func:`relative_cost`), so
+   that the slow eager jobs do not all start last and leave the other workers idle at the
+   end (longest-processing-time-first scheduling; ties keep matrix order).
 4. A failed job does not stop the sweep. A :class:`~fwi_cli.errors.FwiError` outside a job
    (a store that cannot be written) stops handing out jobs; the jobs running finish, then
    it is raised. A worker that dies (killed, out of host memory) raises
@@ -47,12 +49,28 @@ from fwi_cli.experiment import store
 from fwi_cli.experiment.matrix import Job, select
 from fwi_cli.experiment.runner import Experiment, JobResult, Progress, ProgressFn, SweepSummary
 
+# Seconds per iteration of each impl / storage relative to c·gpu, measured on the seed
+# problem (H200, docs/benchmarks.md): eager ≈ 3.1×, host tiers ≈ 1.1–1.4×. Only the order
+# matters: it decides which jobs a concurrent sweep starts first.
+IMPL_COST = {"c": 1.0, "eager": 3.0}
+STORAGE_COST = {"gpu": 1.0, "cpu": 1.15, "disk": 1.3}
+
 POLL_S = 0.2  # how often the parent checks that its workers are alive
 STOP_GRACE_S = 30.0  # how long stopped workers get to unwind before they are killed
 
 
 class WorkerError(FwiError, RuntimeError):
     """A worker process of a concurrent sweep died or hit a bug; the message says which."""
+
+
+def relative_cost(job: Job) -> float:
+    """A job's expected run time relative to a c·gpu job (orders the hand-out)."""
+    return IMPL_COST.get(job.impl, 1.0) * STORAGE_COST.get(job.storage, 1.0)
+
+
+def handout_order(jobs: list[Job]) -> list[Job]:
+    """``jobs`` in the order a concurrent sweep starts them: longest first, ties in order."""
+    return sorted(jobs, key=lambda job: -relative_cost(job))  # sorted() is stable
 
 
 def worker_devices(gpus: str | None, workers: int | None) -> list[str] | None:
@@ -198,6 +216,8 @@ class _Pool:
                                            message="already complete"))
                 else:
                     todo.append(("job", i, total, job))
+            order = {id(job): k for k, job in enumerate(handout_order([t[3] for t in todo]))}
+            todo = deque(sorted(todo, key=lambda task: order[id(task[3])]))
             results: dict[int, JobResult] = {}
             n_workers = min(len(self.devices), max(len(todo), 0 if obs_done else 1))
             for wid in range(n_workers):
