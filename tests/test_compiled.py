@@ -332,3 +332,71 @@ def test_compiled_cuda_dependent_launch_changes_no_bit(crop, monkeypatch):
         r0, g0, _ = _run("c", "boundary", crop[1], device="cuda", storage=storage, dtype="int8")
         monkeypatch.delenv("FWI_PDL")
         assert torch.equal(r1, r0) and torch.equal(g1, g0)
+
+
+# --------------------------------------------------------------------------- shot groups
+def _run_shots(v, nshots, device="cpu", storage="gpu", dtype="fp32"):
+    """Record, gradient and propagator of ``nshots`` shots spread across the crop."""
+    nz, nx = v.shape
+    mem = MemoryOptions("boundary", BoundaryOptions(storage=storage, storage_dtype=dtype,
+                                                    transfer_interval=8))
+    p = Propagator(Acoustic(device, 4), (nz, nx), DH, DT, NT, pml_width=PML, impl="c", memory=mem)
+    vv = torch.tensor(v, device=device, requires_grad=True)
+    src = np.stack([np.linspace(4, nx - 5, nshots).astype(np.int64), np.full(nshots, 2)], 1)
+    rx = np.arange(0, nx, 3)
+    rec = np.stack([np.stack([rx, np.full(len(rx), 3)], 1)] * nshots)
+    r = p(_wavelet(), src, rec, [vv])
+    (0.5 * r.pow(2).sum()).backward()
+    return r.detach(), vv.grad.detach(), p
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("storage,dtype", [("gpu", "fp32"), ("disk", "bf16"), ("cpu", "fp32")])
+def test_compiled_shot_groups_equal_one_pass(crop, monkeypatch, rel_l2, device, storage, dtype):
+    """Stepping 5 shots as groups 2 + 2 + 1 gives the one-pass record bit for bit, the same
+    gradient up to the order of the fp32 sum over shots, and the summed memory report."""
+    from fwi_cli.storage import ring_nbytes
+
+    monkeypatch.setenv("FWI_SHOT_GROUP", "off")
+    r1, g1, p1 = _run_shots(crop[1], 5, device, storage, dtype)
+    monkeypatch.setenv("FWI_SHOT_GROUP", "2")
+    r2, g2, p2 = _run_shots(crop[1], 5, device, storage, dtype)
+    assert torch.equal(r1, r2)
+    assert rel_l2(g2, g1) <= 1e-6 and float(g1.abs().max()) > 0
+    one, groups = p1.memory_report(), p2.memory_report()
+    assert groups.extra["shot_groups"] == [2, 2, 1] and "shot_groups" not in one.extra
+    cells = p2.geometry.ring_cells
+    assert groups.ring_bytes == sum(ring_nbytes(NT, b, cells, dtype) for b in (2, 2, 1))
+    assert groups.ring_bytes == one.ring_bytes  # fp32 and bf16 rings are linear in the shots
+    assert (groups.frame_bytes, groups.device_ring_bytes) == (one.frame_bytes, one.device_ring_bytes)
+
+
+def test_compiled_shot_group_size_follows_the_l2_cache_and_the_environment(monkeypatch):
+    """Auto: as many shots as fit in half the L2 (60 MiB on an H200) on CUDA, the whole batch
+    on CPU; FWI_SHOT_GROUP=off / N override it; anything else is a clear error."""
+    from types import SimpleNamespace
+
+    from fwi_cli.errors import FwiArgumentError
+    from fwi_cli.propagator import compiled
+
+    def prop(shape, pml=50):
+        return Propagator(Acoustic("cpu", 4), shape, 25.0, 0.002, 10, pml_width=pml, impl="c")
+
+    seed, big = prop((141, 681)), prop((281, 1361))
+    assert compiled.forward_bytes_per_shot(seed.geometry) == 4 * (2 * 245 * 785 + 2 * 1030 * 108)
+    h200 = SimpleNamespace(L2_cache_size=60 * 2**20)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: h200)
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert compiled.shot_group_size(seed, 20, cuda, env={}) == 12  # -> groups of 10 + 10
+    assert compiled.shot_group_size(seed, 8, cuda, env={}) == 8  # the seed batch: one pass
+    assert compiled.shot_group_size(big, 8, cuda, env={}) == 5  # -> groups of 4 + 4
+    assert compiled.shot_group_size(seed, 20, cpu, env={}) == 20
+    assert compiled.shot_group_size(seed, 20, cuda, env={"FWI_SHOT_GROUP": "off"}) == 20
+    assert compiled.shot_group_size(seed, 20, cpu, env={"FWI_SHOT_GROUP": " 3 "}) == 3
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace())
+    assert compiled.shot_group_size(big, 8, cuda, env={}) == 8  # L2 size unknown: one pass
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(FwiArgumentError, match="FWI_SHOT_GROUP"):
+            compiled.shot_group_size(seed, 20, cpu, env={"FWI_SHOT_GROUP": bad})
+    assert [(s.start, s.stop) for s in compiled.group_slices(20, 12)] == [(0, 10), (10, 20)]
+    assert [(s.start, s.stop) for s in compiled.group_slices(5, 2)] == [(0, 2), (2, 4), (4, 5)]

@@ -26,6 +26,8 @@ from fwi_cli.propagator.grid import scaled_weights
 
 GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
 HOST_CHUNK = 64  # steps per kernel call for the cpu/disk tiers (they move K-step blocks inside)
+GROUP_ENV = "FWI_SHOT_GROUP"  # "auto" (default), "off", or the most shots per group
+L2_SHARE = 0.5  # on CUDA, a group's forward fields should fit in this share of the L2 cache
 
 
 class _Problem:
@@ -257,9 +259,84 @@ def _report(prop, pb: _Problem, strategy: str, store, saved) -> None:
     prop.last_memory = rep
 
 
+def forward_bytes_per_shot(geometry) -> int:
+    """Bytes one shot's forward state occupies: u^n and u^{n-1} on the storage grid plus
+    the four CPML strip fields (see :meth:`_Problem.zeros_strips`)."""
+    n = geometry.n_half
+    nzs, nxs = geometry.nzp + 2 * n, geometry.nxp + 2 * n
+    w2 = 2 * (geometry.pml + 2 * n)
+    return 4 * (2 * nzs * nxs + 2 * (nzs + nxs) * w2)
+
+
+def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
+    """The most shots one pass of the kernels steps together.
+
+    A batch whose forward state overflows the GPU's L2 cache is stepped in groups, one
+    forward (and later one backward) per group, because every time step streams the whole
+    state: on an H200 (60 MB L2) the seed problem's 20 shots took 0.307 s per forward +
+    gradient in one pass and 0.233 s as 10 + 10; the big case's 8 shots 0.620 s in one pass
+    and 0.532 s as 4 + 4 (docs/benchmarks.md). The record and gradient are those of one pass
+    (the gradient up to the order of the fp32 sum over shots).
+
+    ``FWI_SHOT_GROUP`` overrides the choice: ``auto`` (default: on CUDA, as many shots as fit
+    in ``L2_SHARE`` of the L2 cache, at least one; on CPU, the whole batch), ``off`` (the
+    whole batch), or a positive integer (at most that many shots per group, on any device).
+
+    Raises:
+        FwiArgumentError: ``FWI_SHOT_GROUP`` is none of these.
+    """
+    import os
+
+    from fwi_cli.errors import FwiArgumentError
+
+    value = (os.environ if env is None else env).get(GROUP_ENV, "auto").strip().lower()
+    if value in ("", "auto"):
+        if device.type != "cuda":
+            return batch
+        l2 = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0)
+        if l2 <= 0:
+            return batch
+        return max(1, min(batch, int(L2_SHARE * l2) // forward_bytes_per_shot(prop.geometry)))
+    if value == "off":
+        return batch
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise FwiArgumentError(f"environment variable {GROUP_ENV}={value!r} must be 'auto', "
+                               "'off' or a positive number of shots per group")
+    return min(batch, size)
+
+
+def group_slices(batch: int, size: int) -> list[slice]:
+    """``ceil(batch / size)`` contiguous groups of nearly equal sizes (the larger first)."""
+    count = -(-batch // size)
+    base, extra = divmod(batch, count)
+    out, start = [], 0
+    for k in range(count):
+        stop = start + base + (1 if k < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def _merged_report(reports: list, sizes: list[int]):
+    """One :class:`MemoryReport` for a call made of groups: byte counts add up."""
+    merged = reports[0]
+    for rep in reports[1:]:
+        for name in ("ring_bytes", "frame_bytes", "snapshot_bytes", "device_ring_bytes",
+                     "device_frame_bytes"):
+            setattr(merged, name, getattr(merged, name) + getattr(rep, name))
+    merged.extra = {**merged.extra, "shot_groups": sizes}
+    return merged
+
+
 def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
         rec_flat: torch.Tensor, cpml, needs_grad: bool) -> torch.Tensor:
     """Run ``impl="c"``; returns the (B, nt, R) record, differentiable in ``v`` when asked.
+
+    The shots are stepped in groups when :func:`shot_group_size` asks for it.
 
     Args:
         v: (nz, nx) velocity (m/s) the record is differentiated in.
@@ -269,6 +346,23 @@ def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: t
     """
     if v2dt2.dtype != torch.float32:
         raise ValueError("impl='c' computes in float32: pass a float32 velocity model")
+    batch = int(src_flat.shape[0])
+    size = shot_group_size(prop, batch, v2dt2.device)
+    if size >= batch:
+        return _run_pass(prop, v, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
+    records, reports, sizes = [], [], []
+    for sl in group_slices(batch, size):
+        records.append(_run_pass(prop, v, v2dt2, w[sl], src_flat[sl], rec_flat[sl], cpml,
+                                 needs_grad))
+        reports.append(prop.last_memory)
+        sizes.append(sl.stop - sl.start)
+    prop.last_memory = _merged_report(reports, sizes)
+    return torch.cat(records, 0)
+
+
+def _run_pass(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
+              rec_flat: torch.Tensor, cpml, needs_grad: bool) -> torch.Tensor:
+    """One pass of the kernels over all the shots given (arguments as :func:`run`)."""
     pb = _Problem(prop, v2dt2, w, src_flat, rec_flat, cpml)
     n = pb.n
     v2s = F.pad(v2dt2.detach(), (n, n, n, n)).contiguous()
