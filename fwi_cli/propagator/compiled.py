@@ -273,10 +273,10 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
 
     A batch whose forward state overflows the GPU's L2 cache is stepped in groups, one
     forward (and later one backward) per group, because every time step streams the whole
-    state: on an H200 (60 MB L2) the seed problem's 20 shots took 0.307 s per forward +
-    gradient in one pass and 0.233 s as 10 + 10; the big case's 8 shots 0.620 s in one pass
-    and 0.532 s as 4 + 4 (docs/benchmarks.md). The record and gradient are those of one pass
-    (the gradient up to the order of the fp32 sum over shots).
+    state: on an H200 (60 MB L2) the seed problem's 20 shots took 0.306 s per forward +
+    gradient in one pass and 0.230 s as 10 + 10; the big case's 8 shots 0.620 s per iteration
+    in one pass and 0.526 s as 4 + 4 (docs/benchmarks.md). The record is that of one pass, bit
+    for bit; the gradient equals it up to the order of the fp32 sum over shots.
 
     ``FWI_SHOT_GROUP`` overrides the choice: ``auto`` (default: on CUDA, as many shots as fit
     in ``L2_SHARE`` of the L2 cache, at least one; on CPU, the whole batch), ``off`` (the
