@@ -369,6 +369,13 @@ def test_compiled_shot_groups_equal_one_pass(crop, monkeypatch, rel_l2, device, 
     assert groups.ring_bytes == sum(ring_nbytes(NT, b, cells, dtype) for b in (2, 2, 1))
     assert groups.ring_bytes == one.ring_bytes  # fp32 and bf16 rings are linear in the shots
     assert (groups.frame_bytes, groups.device_ring_bytes) == (one.frame_bytes, one.device_ring_bytes)
+    with torch.no_grad():  # modelling without a gradient is grouped the same way
+        v = torch.tensor(crop[1], device=device)
+        src = np.stack([np.linspace(4, v.shape[1] - 5, 5).astype(np.int64), np.full(5, 2)], 1)
+        rx = np.arange(0, v.shape[1], 3)
+        rec = np.stack([np.stack([rx, np.full(len(rx), 3)], 1)] * 5)
+        assert torch.equal(p2(_wavelet(), src, rec, [v]), r1)
+        assert p2.memory_report().extra["shot_groups"] == [2, 2, 1]
 
 
 def test_compiled_shot_group_size_follows_the_l2_cache_and_the_environment(monkeypatch):
