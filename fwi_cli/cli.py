@@ -248,7 +248,7 @@ def sweep(
     config: str = typer.Argument(..., help="experiment YAML"),
     only: str = typer.Option(None, "--only", help="run only jobs matching this glob, e.g. 'c-gpu-*'"),
     gpus: str = typer.Option(None, "--gpus", help="run jobs concurrently, one worker process per "
-                             "listed GPU, e.g. --gpus 0,1,2,3"),
+                             "listed GPU, e.g. --gpus 0,1,2,3, or --gpus all"),
     workers: int = typer.Option(None, "--workers", help="run jobs concurrently in N CPU worker "
                                 "processes"),
     set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),

@@ -74,6 +74,18 @@ def test_parallel_worker_devices_parse_and_reject():
     if not torch.cuda.is_available():
         with pytest.raises(FwiArgumentError, match="GPU 0 does not exist"):
             parallel.worker_devices("0", None)
+        with pytest.raises(FwiArgumentError, match="no CUDA GPU is visible"):
+            parallel.worker_devices("all", None)
+
+
+def test_parallel_gpus_all_takes_every_visible_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert parallel.worker_devices("all", None) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert parallel.worker_devices(" ALL ", None) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert parallel.worker_devices("2,0", None) == ["cuda:2", "cuda:0"]
+    with pytest.raises(FwiArgumentError, match="GPU 3 does not exist"):
+        parallel.worker_devices("1,3", None)
 
 
 def test_parallel_hands_out_the_longest_jobs_first():

@@ -77,7 +77,8 @@ def worker_devices(gpus: str | None, workers: int | None) -> list[str] | None:
     """The devices of a concurrent sweep's workers, from ``--gpus`` / ``--workers``.
 
     Args:
-        gpus: comma-separated CUDA indices, e.g. "0,1,2,3" (one worker each).
+        gpus: comma-separated CUDA indices, e.g. "0,1,2,3" (one worker each), or "all"
+            (every visible GPU).
         workers: number of CPU workers.
 
     Returns:
@@ -97,16 +98,21 @@ def worker_devices(gpus: str | None, workers: int | None) -> list[str] | None:
         return ["cpu"] * workers
     if gpus is None:
         return None
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus.strip().lower() == "all":
+        if have == 0:
+            raise FwiArgumentError("--gpus all: no CUDA GPU is visible here; use --workers N "
+                                   "for CPU workers")
+        return [f"cuda:{i}" for i in range(have)]
     try:
         ids = [int(g) for g in gpus.split(",") if g.strip()]
     except ValueError:
-        raise FwiArgumentError(f"--gpus takes comma-separated GPU indices such as 0,1,2,3 "
-                               f"(got {gpus!r})") from None
+        raise FwiArgumentError(f"--gpus takes comma-separated GPU indices such as 0,1,2,3, "
+                               f"or all (got {gpus!r})") from None
     if not ids:
         raise FwiArgumentError("--gpus needs at least one GPU index, e.g. --gpus 0,1")
     if len(set(ids)) != len(ids):
         raise FwiArgumentError(f"--gpus lists a GPU twice ({gpus}); list each GPU once")
-    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     bad = [i for i in ids if not 0 <= i < have]
     if bad:
         raise FwiArgumentError(f"--gpus {gpus}: GPU {bad[0]} does not exist ({have} CUDA "
