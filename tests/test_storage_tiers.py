@@ -223,6 +223,36 @@ def test_store_cpu_tier_keeps_device_bytes_small():
     cpu_s.close()
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+def test_store_cpu_tier_moves_runs_of_whole_blocks_in_one_copy(dtype, monkeypatch):
+    """A 64-step chunk of 8-step blocks goes to and from host memory as one copy per part
+    (the host ring is contiguous in steps), not eight; the values are the gpu tier's."""
+    nt, k, chunk = 256, 8, 64
+    calls = {"store": 0, "load": 0}
+    real_store, real_load = CpuRingStore._store_block, CpuRingStore._load_block
+
+    def store_block(self, *args):
+        calls["store"] += 1
+        return real_store(self, *args)
+
+    def load_block(self, *args):
+        calls["load"] += 1
+        return real_load(self, *args)
+
+    monkeypatch.setattr(CpuRingStore, "_store_block", store_block)
+    monkeypatch.setattr(CpuRingStore, "_load_block", load_block)
+    x = _ring(nt=nt)
+    with make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref, \
+            make_ring_store(nt, B, C, "cpu", _options("cpu", dtype, transfer_interval=k)) as store:
+        _fill(ref, x, [nt])
+        _fill(store, x, [chunk] * (nt // chunk))
+        assert calls["store"] == nt // chunk  # one run of 8 blocks per chunk
+        for n0, t, got in _read_back(store, [chunk] * (nt // chunk)):
+            assert torch.equal(got, ref.get(n0, t)), (n0, t)
+    # per get: one run of the blocks no slot holds, plus the prefetch of the block below
+    assert calls["load"] <= 2 * (nt // chunk)
+
+
 def test_make_ring_store_builds_each_tier(tmp_path):
     kinds = {"gpu": GpuRingStore, "cpu": CpuRingStore, "disk": DiskRingStore}
     for tier, cls in kinds.items():

@@ -14,13 +14,16 @@ are done):
   block j+1. A codec of many small ops (fp16, int8) codes the whole chunk once instead, and
   the blocks that lie wholly inside the chunk are copied out straight from those codes (one
   event for the chunk, the codes kept alive for the side stream with ``record_stream``): no
-  staging copy, and a third of the host-side torch calls per block. Puts must come in
+  staging copy, and a third of the host-side torch calls per block. Such a run of whole blocks
+  is handed to the tier at once (:meth:`StagedRingStore._store_run`); the cpu tier moves it
+  in one copy per part, since its host ring is contiguous in steps. Puts must come in
   increasing, consecutive steps starting at 0.
 * backward: ``get(n0, t)`` accepts any range; it loads the blocks the range touches into the
   slots (host -> device on the side stream, the compute stream waits for "ready"), decodes
   them into a fresh (t, B, C) float32 tensor on the compute stream (fp16/int8: the codes of
   the range are gathered first and decoded once; blocks wholly in the range and in no slot are
-  loaded straight into the gathered codes, one event each way per call), and records "free"
+  loaded straight into the gathered codes, a run of them at once, one event each way per
+  call), and records "free"
   (after the decode, or for fp16/int8 after the copy into the gathered codes) so the next load
   into that slot waits for it. Before returning it starts loading the
   block just below the range into the other slot, so that copy overlaps the caller's
@@ -96,6 +99,14 @@ class StagedRingStore(RingStore):
         """Steps in block j (K except perhaps the last)."""
         return min(self.k, self.nt - j * self.k)
 
+    def _whole_blocks(self, j: int, steps: int) -> tuple[int, int]:
+        """How many whole blocks from block j fit in ``steps`` steps, and their steps."""
+        count, total = 0, 0
+        while j + count < self.n_blocks and total + self.block_len(j + count) <= steps:
+            total += self.block_len(j + count)
+            count += 1
+        return count, total
+
     def _compute_stream(self):
         return torch.cuda.current_stream(self.device) if self._cuda else None
 
@@ -141,7 +152,7 @@ class StagedRingStore(RingStore):
             j, off = divmod(n, self.k)
             nj = self.block_len(j)
             take = min(t - pos, nj - off)
-            if codes is not None and off == 0 and take == nj:  # a whole block: straight from the codes
+            if codes is not None and off == 0 and take == nj:  # whole blocks: straight from the codes
                 if self._cuda and not side_waits:
                     coded = torch.cuda.Event()
                     coded.record(compute)
@@ -149,9 +160,10 @@ class StagedRingStore(RingStore):
                     for c in codes:  # the allocator must not reuse them before the copies ran
                         c.record_stream(self._side)
                     side_waits = True
-                self._store_block(j, [c[pos:pos + nj] for c in codes], nj, None)
-                pos += take
-                self._next_put = n + take
+                count, steps = self._whole_blocks(j, t - pos)
+                self._store_run(j, count, [c[pos:pos + steps] for c in codes], steps)
+                pos += steps
+                self._next_put = n + steps
                 continue
             if off == 0:
                 slot = self._slots[j % 2]
@@ -215,20 +227,30 @@ class StagedRingStore(RingStore):
         # inside the range and in no slot are loaded straight into the gathered codes
         codes = self.codec.allocate(t, self.batch, self.cells, self.device) \
             if self.codec.many_ops and j_hi > j_lo else None
+        def loads_direct(j: int) -> bool:  # wholly inside the range and in no slot
+            return (codes is not None and j * self.k >= n0
+                    and j * self.k + self.block_len(j) <= n0 + t
+                    and not any(s.block == j for s in self._slots))
+
         direct = False
-        for j in range(j_hi, j_lo - 1, -1):
-            a, b = max(n0, j * self.k), min(n0 + t, (j + 1) * self.k)
-            if (codes is not None and a == j * self.k and b == j * self.k + self.block_len(j)
-                    and not any(s.block == j for s in self._slots)):
+        j = j_hi
+        while j >= j_lo:
+            if loads_direct(j):
                 if self._cuda and not direct:  # `codes` is fresh memory of the compute stream
                     allocated = torch.cuda.Event()
                     allocated.record(compute)
                     self._side.wait_event(allocated)
                     for c in codes:  # kept from reuse until the side stream's loads ran
                         c.record_stream(self._side)
-                self._load_block(j, [c[a - n0:b - n0] for c in codes], b - a)
+                first = j
+                while first - 1 >= j_lo and loads_direct(first - 1):
+                    first -= 1
+                a, b = first * self.k, j * self.k + self.block_len(j)
+                self._load_run(first, j - first + 1, [c[a - n0:b - n0] for c in codes], b - a)
                 direct = True
+                j = first - 1
                 continue
+            a, b = max(n0, j * self.k), min(n0 + t, (j + 1) * self.k)
             slot = self._acquire(j, keep=-1)
             self._wait(compute, slot.ready)
             off = j * self.k
@@ -239,6 +261,7 @@ class StagedRingStore(RingStore):
                 for c, sp in zip(codes, src, strict=True):
                     c[a - n0:b - n0].copy_(sp)
             self._record(slot.free, compute)
+            j -= 1
         if direct and self._cuda:  # the decode (compute stream) waits for the direct loads
             loaded = torch.cuda.Event()
             loaded.record(self._side)
@@ -292,6 +315,24 @@ class StagedRingStore(RingStore):
         """Copy ``steps`` steps of block j of the tier into the first steps of ``parts`` (encoded,
         on the device; side stream, async, after what the side stream already waits for)."""
         raise NotImplementedError
+
+    def _store_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
+        """Store ``count`` whole consecutive blocks from block j (``steps`` steps of ``parts``),
+        as :meth:`_store_block` does one; a tier that can move them in one go overrides it."""
+        pos = 0
+        for jj in range(j, j + count):
+            nj = self.block_len(jj)
+            self._store_block(jj, [p[pos:pos + nj] for p in parts], nj, None)
+            pos += nj
+
+    def _load_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
+        """Load ``count`` whole consecutive blocks from block j into ``parts`` (``steps``
+        steps), as :meth:`_load_block` does one; a tier may override it with one move."""
+        pos = 0
+        for jj in range(j, j + count):
+            nj = self.block_len(jj)
+            self._load_block(jj, [p[pos:pos + nj] for p in parts], nj)
+            pos += nj
 
     def _prefetch(self, j: int, keep: int) -> None:
         """Start moving block j towards the device (default: load it into a slot now)."""
@@ -349,6 +390,13 @@ class CpuRingStore(StagedRingStore):
         with self._on_side():
             for hp, sp in zip(self._host, parts, strict=True):
                 head(sp, steps).copy_(hp[a:a + steps], non_blocking=self.pinned)
+
+    # the host ring is contiguous in steps: a run of blocks is one copy per part each way
+    def _store_run(self, j, count, parts, steps):
+        self._store_block(j, parts, steps, None)
+
+    def _load_run(self, j, count, parts, steps):
+        self._load_block(j, parts, steps)
 
     def _end_forward(self):
         if self._cuda:  # host copies complete before anyone reads the host ring
