@@ -254,8 +254,10 @@ def sweep(
     set_: list[str] = typer.Option(None, "--set", "-s", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
-    """Run every job of the matrix, skipping jobs already complete (in order, or concurrently
-    with --gpus / --workers)."""
+    """Run every job of the matrix, skipping jobs already complete.
+
+    Jobs run one after another, or concurrently with --gpus / --workers.
+    """
     from fwi_cli.experiment import parallel
 
     devices = parallel.worker_devices(gpus, workers)
