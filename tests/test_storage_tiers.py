@@ -224,14 +224,19 @@ def test_store_cpu_tier_keeps_device_bytes_small():
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "int8"])
-def test_store_cpu_tier_moves_runs_of_whole_blocks_in_one_copy(dtype, monkeypatch):
-    """A 64-step chunk of 8-step blocks goes to and from host memory as one copy per part
-    (the host ring is contiguous in steps), not eight; the values are the gpu tier's."""
+@pytest.mark.parametrize("tier,cls,store_copy", [("cpu", CpuRingStore, "_store_block"),
+                                                 ("disk", DiskRingStore, "_store_in_group")])
+def test_store_staged_tier_moves_runs_of_whole_blocks_in_one_copy(tier, cls, store_copy, dtype,
+                                                                  monkeypatch, tmp_path):
+    """A 64-step chunk of 8-step blocks goes to and from host memory (the cpu tier's ring, the
+    disk tier's 64-step I/O group buffer) as one copy per part, not eight; the values are the
+    gpu tier's."""
+    monkeypatch.setattr(disk_module, "IO_STEPS", 64)
     nt, k, chunk = 256, 8, 64
     calls = {"store": 0, "load": 0}
-    real_store, real_load = CpuRingStore._store_block, CpuRingStore._load_block
+    real_store, real_load = getattr(cls, store_copy), cls._load_block
 
-    def store_block(self, *args):
+    def store_copy_counted(self, *args):
         calls["store"] += 1
         return real_store(self, *args)
 
@@ -239,11 +244,12 @@ def test_store_cpu_tier_moves_runs_of_whole_blocks_in_one_copy(dtype, monkeypatc
         calls["load"] += 1
         return real_load(self, *args)
 
-    monkeypatch.setattr(CpuRingStore, "_store_block", store_block)
-    monkeypatch.setattr(CpuRingStore, "_load_block", load_block)
+    monkeypatch.setattr(cls, store_copy, store_copy_counted)
+    monkeypatch.setattr(cls, "_load_block", load_block)
     x = _ring(nt=nt)
+    opts = _options(tier, dtype, transfer_interval=k, disk_dir=str(tmp_path))
     with make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref, \
-            make_ring_store(nt, B, C, "cpu", _options("cpu", dtype, transfer_interval=k)) as store:
+            make_ring_store(nt, B, C, "cpu", opts) as store:
         _fill(ref, x, [nt])
         _fill(store, x, [chunk] * (nt // chunk))
         assert calls["store"] == nt // chunk  # one run of 8 blocks per chunk

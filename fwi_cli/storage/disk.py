@@ -347,7 +347,24 @@ class DiskRingStore(StagedRingStore):
 
     # ---- forward ------------------------------------------------------------------
 
+    def _run_in_group(self, j: int, count: int) -> tuple[int, int]:
+        """Of ``count`` whole blocks from block j: how many lie in j's I/O group, and their steps."""
+        n = min(count, self.group - j % self.group)
+        return n, min((j + n) * self.k, self.nt) - j * self.k
+
     def _store_block(self, j: int, parts: list[torch.Tensor], steps: int, done) -> None:
+        self._store_in_group(j, 1, parts, steps, done)
+
+    def _store_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
+        pos = 0
+        while count > 0:  # one host copy per part for the run's blocks in each I/O group
+            n, nsteps = self._run_in_group(j, count)
+            self._store_in_group(j, n, [p[pos:pos + nsteps] for p in parts], nsteps, None)
+            j, count, pos = j + n, count - n, pos + nsteps
+
+    def _store_in_group(self, j: int, n: int, parts: list[torch.Tensor], steps: int, done) -> None:
+        """Copy ``steps`` steps of blocks j .. j+n-1 (one I/O group; the last block may be
+        partial) into the group's host buffer; queue the group when it is complete."""
         g, pos = divmod(j, self.group)
         if self._wbuf is None:
             self._wbuf = (g, self._res.take_buffer(), 0)
@@ -359,7 +376,9 @@ class DiskRingStore(StagedRingStore):
                 hp[a:a + steps].copy_(head(sp, steps), non_blocking=self.pinned)
             self._record(buf.event, self._side)
             self._record(done, self._side)
-        if pos == self.group - 1 or j == self.n_blocks - 1 or steps < self.block_len(j):
+        last = j + n - 1
+        if (last % self.group == self.group - 1 or last == self.n_blocks - 1
+                or steps < min((j + n) * self.k, self.nt) - j * self.k):
             self._write_group()
 
     def _write_group(self) -> None:
@@ -418,6 +437,7 @@ class DiskRingStore(StagedRingStore):
         return buf
 
     def _load_block(self, j: int, parts: list[torch.Tensor], steps: int) -> None:
+        # ``steps`` may run on into the next blocks of j's I/O group (_load_run)
         g, pos = divmod(j, self.group)
         buf = self._group_buffer(g)
         a = pos * self.k
@@ -425,6 +445,13 @@ class DiskRingStore(StagedRingStore):
             for hp, sp in zip(buf.typed, parts, strict=True):
                 head(sp, steps).copy_(hp[a:a + steps], non_blocking=self.pinned)
             self._record(buf.event, self._side)
+
+    def _load_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
+        pos = 0
+        while count > 0:  # one host copy per part for the run's blocks in each I/O group
+            n, nsteps = self._run_in_group(j, count)
+            self._load_block(j, [p[pos:pos + nsteps] for p in parts], nsteps)
+            j, count, pos = j + n, count - n, pos + nsteps
 
     def _release(self, fut: Future) -> None:
         """Give back the buffer of a read nobody will use."""
