@@ -120,9 +120,11 @@ def test_disk_store_io_groups_round_trip_in_any_order(io_steps, interval, tmp_pa
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
-def test_disk_store_backward_reads_come_from_the_reader_thread(dtype, tmp_path, monkeypatch):
-    """Decreasing gets of whole kernel chunks (64 steps, transfer_interval 8: 8 blocks each) find
-    their groups already read ahead: only the first read runs on the caller's thread."""
+@pytest.mark.parametrize("interval", [8, 5, 3])
+def test_disk_store_backward_reads_come_from_the_reader_thread(dtype, interval, tmp_path, monkeypatch):
+    """Decreasing gets of whole kernel chunks (64 steps; transfer_interval 8: 8 blocks each; 5 or
+    3: I/O groups of 65 or 66 steps that the chunks straddle) find their groups already read
+    ahead: each group is read once, and only the first read runs on the caller's thread."""
     callers = []
     real_read = disk_module._DiskResources.read_block
 
@@ -133,13 +135,15 @@ def test_disk_store_backward_reads_come_from_the_reader_thread(dtype, tmp_path, 
     monkeypatch.setattr(disk_module._DiskResources, "read_block", counting)
     nt, chunk = 320, 64
     x = _ring(8, nt=nt)
-    with make_ring_store(nt, B, C, "cpu", _options("disk", dtype, transfer_interval=8, disk_dir=tmp_path)) as s, \
+    opts = _options("disk", dtype, transfer_interval=interval, disk_dir=tmp_path)
+    with make_ring_store(nt, B, C, "cpu", opts) as s, \
             make_ring_store(nt, B, C, "cpu", _options("gpu", dtype)) as ref:
         _fill(s, x, [chunk] * (nt // chunk))
         _fill(ref, x, [nt])
         for n0 in range(nt - chunk, -1, -chunk):
             assert torch.equal(s.get(n0, chunk), ref.get(n0, chunk)), n0
-    assert sum(callers) == 1 and len(callers) == nt // chunk
+        groups = -(-s.n_blocks // s.group)
+    assert sum(callers) == 1 and len(callers) == groups
 
 
 @pytest.mark.parametrize("tier", ["cpu", "disk"])

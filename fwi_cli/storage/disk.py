@@ -411,6 +411,10 @@ class DiskRingStore(StagedRingStore):
             self.finish_forward()
         if not self._reading:
             self._open_for_reading()
+        if t > 0 and 0 <= n0 and n0 + t <= self._next_put:  # (bad ranges: the base raises)
+            # a range over several I/O groups: the lower ones are read while the top one is used
+            per_group = self.group * self.k
+            self._read_ahead(range((n0 + t - 1) // per_group - 1, n0 // per_group - 1, -1))
         try:
             return super().get(n0, t)
         except OSError as exc:  # StorageError from a read, or an OS error
@@ -447,11 +451,13 @@ class DiskRingStore(StagedRingStore):
             self._record(buf.event, self._side)
 
     def _load_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
-        pos = 0
-        while count > 0:  # one host copy per part for the run's blocks in each I/O group
-            n, nsteps = self._run_in_group(j, count)
-            self._load_block(j, [p[pos:pos + nsteps] for p in parts], nsteps)
-            j, count, pos = j + n, count - n, pos + nsteps
+        end = j + count
+        while end > j:  # one host copy per part for each I/O group, the highest first (the
+            # backward goes down: the lower group stays resident for the next get)
+            first = max(j, (end - 1) // self.group * self.group)
+            a, nsteps = (first - j) * self.k, min(end * self.k, self.nt) - first * self.k
+            self._load_block(first, [p[a:a + nsteps] for p in parts], nsteps)
+            end = first
 
     def _release(self, fut: Future) -> None:
         """Give back the buffer of a read nobody will use."""
@@ -460,20 +466,26 @@ class DiskRingStore(StagedRingStore):
         except Exception:
             pass
 
-    def _prefetch(self, j: int, keep: int) -> None:
-        """Read the groups of block j and below ahead on the reader thread; stage block j
-        into a slot once its group is in host memory."""
-        g = j // self.group
-        for gg in [x for x in self._pending if x > keep // self.group]:  # passed by: never read now
-            self._release(self._pending.pop(gg)[0])
+    def _read_ahead(self, groups) -> None:
+        """Queue reads of ``groups`` (in that order) on the reader thread, skipping the
+        resident group and those already queued, while host buffers remain."""
         resident = self._rbuf[0] if self._rbuf is not None else -1
-        for gg in range(g, max(g - READ_AHEAD, -1), -1):
+        for gg in groups:
             if gg in self._pending or gg == resident:
                 continue
             if len(self._pending) >= N_HOST_BUFFERS - 1:
                 break
             items = self._group_items(gg)
             self._pending[gg] = (self._res.reader.submit(self._res.read_block, items), items)
+
+    def _prefetch(self, j: int, keep: int) -> None:
+        """Read the groups of block j and below ahead on the reader thread; stage block j
+        into a slot once its group is in host memory."""
+        g = j // self.group
+        for gg in [x for x in self._pending if x > keep // self.group]:  # passed by: never read now
+            self._release(self._pending.pop(gg)[0])
+        self._read_ahead(range(g, max(g - READ_AHEAD, -1), -1))
+        resident = self._rbuf[0] if self._rbuf is not None else -1
         entry = self._pending.get(g)
         if g == resident or (entry is not None and entry[0].done()):
             self._acquire(j, keep=keep)

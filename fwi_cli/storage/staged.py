@@ -327,12 +327,12 @@ class StagedRingStore(RingStore):
 
     def _load_run(self, j: int, count: int, parts: list[torch.Tensor], steps: int) -> None:
         """Load ``count`` whole consecutive blocks from block j into ``parts`` (``steps``
-        steps), as :meth:`_load_block` does one; a tier may override it with one move."""
-        pos = 0
-        for jj in range(j, j + count):
+        steps), as :meth:`_load_block` does one (the highest first, as the backward goes); a
+        tier may override it with one move."""
+        for jj in range(j + count - 1, j - 1, -1):
+            a = (jj - j) * self.k
             nj = self.block_len(jj)
-            self._load_block(jj, [p[pos:pos + nj] for p in parts], nj)
-            pos += nj
+            self._load_block(jj, [p[a:a + nj] for p in parts], nj)
 
     def _prefetch(self, j: int, keep: int) -> None:
         """Start moving block j towards the device (default: load it into a slot now)."""
