@@ -1,0 +1,8 @@
+# First device call of the next session (after `source tools/probes/dev_prelude.sh`), ~3 min:
+# 1. GPU tests of the stores and the compiled path (this session's CPU-only commits d9eddde, d67f8d1,
+#    94b0009 changed the cpu/disk tiers' block runs and the disk read-ahead)
+python3 -m pytest -q -m gpu tests/test_storage_tiers.py tests/test_compiled.py -p no:cacheprovider 2>&1 | tail -1
+# 2. host tiers after the block runs (before, run V2: cpu fp16 0.117, disk fp16 0.123, bf16 0.109, int8 0.107 s)
+python3 -m fwi_cli.bench --problem seed --configs c-gpu-fp32,c-cpu-fp16,c-cpu-bf16,c-cpu-int8,c-disk-fp16,c-disk-bf16,c-disk-int8 --iters 5 2>&1 | grep "^| seed"
+# 3. is the CPU thread still the bottleneck? (run V6: cpu fp16 148.5 ms vs gpu fp16 97.2 ms on that machine)
+python3 tools/probes/tierprof.py gpu-fp16 cpu-fp16 disk-int8 2>&1 | grep -v -i warn | head -30
