@@ -153,6 +153,7 @@ def time_config(p: Problem, device: torch.device, impl: str, storage: str, dtype
     rep = solver.memory_report()
     out = {
         "problem": p.name, "impl": impl, "storage": storage, "dtype": dtype, "device": str(device),
+        "batch": p.batch, "shot_groups": rep.extra.get("shot_groups"),
         "iters": iters, "s_per_iter_median": statistics.median(times), "s_min": min(times), "s_max": max(times),
         "ring_bytes": rep.ring_bytes, "device_ring_bytes": rep.device_ring_bytes, "frame_bytes": rep.frame_bytes,
         "loss_last": losses[-1],
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="fwi benchmark (seconds per iteration, peak memory)")
     ap.add_argument("--problem", default="seed", choices=["seed", "big", "cpu"])
     ap.add_argument("--configs", default="c-gpu-fp32", help="comma list of impl-storage-dtype")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="shots per iteration (default: the problem's, 8 for seed and big)")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="auto")
@@ -280,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if args.device == "auto" else args.device))
     p = make_problem(args.problem)
+    if args.batch is not None:
+        if not 1 <= args.batch <= len(p.sources):
+            ap.error(f"--batch must lie in [1, {len(p.sources)}] (the {args.problem} problem's "
+                     f"shots), got {args.batch}")
+        p.batch = args.batch
     t_obs = model_observed(p, dev)
     print(f"# {args.problem}: forward of {len(p.sources)} shots {t_obs:.3f} s on {dev}", file=sys.stderr)
     rows = []

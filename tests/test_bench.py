@@ -74,3 +74,23 @@ def test_bench_kernel_profile_names_the_propagator_ops(tiny_problem):
     table = bench.format_kernels(rows)
     assert "`fwi::forward_steps`" in table and table.count("\n") == len(rows) + 1
     assert "FWI_PDL" not in os.environ  # restored
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_bench_batch_option_sets_the_shots_and_reports_shot_groups(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FWI_SHOT_GROUP", "1")  # on CPU only when asked: one shot per group
+    out = tmp_path / "rows.json"
+    assert bench.main(["--problem", "cpu", "--device", "cpu", "--configs", "c-gpu-fp32", "--batch", "2",
+                       "--iters", "1", "--warmup", "0", "--json", str(out)]) == 0
+    import json
+
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["batch"] == 2 and row["shot_groups"] == [1, 1]
+    cpu = bench.make_problem("cpu")
+    assert row["cell_updates_per_s"] * row["s_per_iter_median"] == pytest.approx(
+        cpu.padded_cells() * cpu.nt * 3 * 2)
+    for bad in ("0", "5"):  # the cpu problem has 4 shots
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--problem", "cpu", "--device", "cpu", "--batch", bad])
+        assert exc.value.code == 2
+    assert "--batch must lie in [1, 4]" in capsys.readouterr().err
