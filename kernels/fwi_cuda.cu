@@ -162,6 +162,15 @@ __device__ __forceinline__ float d2_col(const float (&c)[R + 2 * N], int r, cons
   return acc;
 }
 
+// First derivative along z at R consecutive rows from a register column (same order as d1).
+template <int N, int R>
+__device__ __forceinline__ float d1_col(const float (&c)[R + 2 * N], int r, const Weights& w) {
+  float acc = 0.f;
+#pragma unroll
+  for (int q = 1; q <= N; ++q) acc += w.c1[q] * (c[N + r + q] - c[N + r - q]);
+  return acc;
+}
+
 // The last part of the forward update at storage cell (i, j) of shot b: leapfrog, source, L.
 template <int N>
 __device__ __forceinline__ void main_finish(const Grid& g, int b, int i, int j, int k, float uk, float L,
@@ -180,8 +189,12 @@ __device__ __forceinline__ void main_finish(const Grid& g, int b, int i, int j, 
 // interior cells when `lap` (full strategy). Each thread takes R consecutive rows. Blocks without
 // a PML cell take a short path (no CPML coefficient is read; the z stencil of the R rows comes
 // from one register column; same arithmetic, L = Ax + Az).
+// Register budget: 40 at spatial order <= 4 (6 blocks of 256 threads per SM; 48 at order 8), which
+// the z-strip columns below need: capped at 32 they spill and lose their gain (run W3 of
+// 2026-11-29, docs/benchmarks.md).
 template <int N, int R>
-__global__ void k_main(Grid g, Tiling t, Weights w, const float* __restrict__ V, const float* __restrict__ u,
+__global__ void __launch_bounds__(BX * BY, N > 2 ? 5 : 6)
+    k_main(Grid g, Tiling t, Weights w, const float* __restrict__ V, const float* __restrict__ u,
                        float* __restrict__ up, const float* __restrict__ psix, const float* __restrict__ psiz,
                        float* __restrict__ zxa, float* __restrict__ zza, const float* __restrict__ ax,
                        const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
@@ -206,6 +219,45 @@ __global__ void k_main(Grid g, Tiling t, Weights w, const float* __restrict__ V,
     return;
   }
   if (j < N || j >= g.nxp + N) return;
+  // Blocks without an x-PML column: threads whose R rows all lie in one z strip (or all in the
+  // interior) take the z stencils of u and psi_z from register columns (warp-uniform test; same
+  // arithmetic as the per-cell path below).
+  const bool xint = (j0 >= lo) && (j0 + BX <= lo + g.nx);  // block-uniform
+  const bool top = ib >= N && ib + R <= lo, bot = ib >= lo + g.nz && ib + R <= g.nzp + N;
+  const bool mid = ib >= lo && ib + R <= lo + g.nz;
+  if (xint && (top || bot || mid)) {
+    const int k0 = b * g.plane + ib * g.nxs + j;
+    float c[R + 2 * N], pc[R + 2 * N];
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) c[r] = u[k0 + (r - N) * g.nxs];
+    if (mid) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int k = k0 + r * g.nxs;
+        const float L = ((d2<N>(u + k, 1, w, N, N) + d2_col<N, R>(c, r, w)) + 0.f) + 0.f;
+        main_finish<N>(g, b, ib + r, j, k, c[N + r], L, V, up, lap, src, wavelet, nt, n);
+      }
+      return;
+    }
+    const int q0 = g.kz(b, ib, j);  // rows ib - N .. ib + R - 1 + N lie in the same strip
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) pc[r] = psiz[q0 + (r - N) * g.nxs];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int i = ib + r, k = k0 + r * g.nxs, q = q0 + r * g.nxs;
+      const float a_z = az[i];
+      const float Ax = d2<N>(u + k, 1, w, N, N);
+      float Az = d2_col<N, R>(c, r, w), zz = 0.f;
+      if (a_z != 0.f) {
+        Az += d1_col<N, R>(pc, r, w);
+        zz = bz[i] * zza[q] + a_z * Az;
+        zza[q] = zz;
+      }
+      const float L = ((Ax + Az) + 0.f) + zz;
+      main_finish<N>(g, b, i, j, k, c[N + r], L, V, up, lap, src, wavelet, nt, n);
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int i = ib + r;
@@ -289,8 +341,10 @@ __device__ __forceinline__ void grad_finish(const Grid& g, int b, int i, int j, 
 // Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells. Each
 // thread takes R consecutive rows; blocks wholly inside the interior read the z stencil of the
 // frame from one register column.
+// 32 registers (full occupancy): at 40 this kernel is slower (run W3).
 template <int N, int R>
-__global__ void k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
+__global__ void __launch_bounds__(BX * BY, 8)
+    k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
                           const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
                           const float* __restrict__ zx, const float* __restrict__ zz, const float* __restrict__ ax,
                           const float* __restrict__ az, float* __restrict__ grad, float* __restrict__ ua,
@@ -317,6 +371,28 @@ __global__ void k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const floa
     return;
   }
   if (j < N || j >= g.nxp + N) return;
+  // Blocks without an x-PML column: threads whose R rows all lie in one z strip run pass 1 along
+  // z from register columns of mu, zbar_z and a_z (warp-uniform test; same arithmetic as below).
+  const bool xint = (j0 >= lo) && (j0 + BX <= lo + g.nx);  // block-uniform
+  if (xint && ((ib >= N && ib + R <= lo) || (ib >= lo + g.nz && ib + R <= g.nzp + N))) {
+    const int k0 = b * g.plane + ib * g.nxs + j, q0 = g.kz(b, ib, j);
+    float A[R + 2 * N];  // mx Abar_z of rows ib - N .. ib + R - 1 + N
+#pragma unroll
+    for (int r = 0; r < R + 2 * N; ++r) {
+      const float a = az[ib + r - N];
+      const float v = abar(lam[k0 + (r - N) * g.nxs], a, zz[q0 + (r - N) * g.nxs]);
+      A[r] = a != 0.f ? v : 0.f;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (az[ib + r] == 0.f) continue;
+      float acc = 0.f;
+#pragma unroll
+      for (int q = 1; q <= N; ++q) acc += w.c1[q] * (A[N + r + q] - A[N + r - q]);
+      pz[q0 + r * g.nxs] -= acc;
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int i = ib + r;
