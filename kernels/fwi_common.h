@@ -128,6 +128,7 @@ struct AdjArgs {
   const int64_t *src, *rec;
   float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;  // lam/lamprev hold mu = V lam (both builds)
   float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
+  float *zx2, *zz2;   // CUDA: scratch zbar strips (same shapes as zx, zz), see fwi_cuda.cu
   const float* ring;  // (T, B, C) boundary strategy
   const float* lap;   // (T, B, nz, nx) full strategy
 };

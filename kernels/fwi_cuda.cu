@@ -15,7 +15,7 @@
 //   the device), every launch allows programmatic dependent launch (PDL): the next kernel of the
 //   stream is scheduled while this one drains, and waits (griddepcontrol.wait, the first thing
 //   every kernel does, on every path) until its predecessor has finished and its writes are
-//   visible. That hides the launch gaps between the small kernels of a step (2 forward, 3
+//   visible. That hides the launch gaps between the small kernels of a step (2 forward, 2
 //   backward). FWI_PDL=0 turns it off.
 #include <cuda_runtime.h>
 
@@ -291,10 +291,11 @@ template <int N>
 __device__ __forceinline__ void adjsrc_ring(const Grid& g, int b, int t, const float* __restrict__ V,
                                             float* __restrict__ mu, const int64_t* __restrict__ rec,
                                             const float* __restrict__ grad_record, int nt, int nrec, int n,
-                                            const float* __restrict__ ring, float* __restrict__ ub) {
+                                            const float* __restrict__ ring, float* __restrict__ ub,
+                                            float sign = 1.f) {
   if (t < nrec) {
     const int kr = sidx(rec[b * nrec + t], g);
-    atomicAdd(&mu[b * g.plane + kr], V[kr] * grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]);
+    atomicAdd(&mu[b * g.plane + kr], sign * (V[kr] * grad_record[(static_cast<int64_t>(b) * nt + n) * nrec + t]));
     return;
   }
   if (!ring) return;
@@ -307,7 +308,8 @@ __device__ __forceinline__ void adjsrc_ring(const Grid& g, int b, int t, const f
 }
 
 // adjsrc_ring for the chunk's last step, which the backward loop takes first; every other step
-// gets it from the spare blocks of k_p3 in the loop iteration before (the next step in time)
+// gets them from the extra blocks of k_grad_p1 in the loop iteration before (the next step in
+// time), which subtract the source from mu_prev instead (see Lazy)
 template <int N>
 __global__ void k_adjsrc_ring(Grid g, const float* __restrict__ V, float* __restrict__ mu,
                               const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt,
@@ -338,19 +340,53 @@ __device__ __forceinline__ void grad_finish(const Grid& g, int b, int i, int j, 
   if (boundary) ua[kh] = unew;
 }
 
+// Lazy pass 3. The backward does not rescale zbar and pbar after the adjoint update of step
+// n + 1; k_grad_p1 of step n does it as it goes: a PML cell's carried zbar is
+// b (zbar + mu^{n+2}), computed from the raw strip (zr) and mu^{n+2} (still in the mu_prev
+// buffer, which k_adj_main overwrites only afterwards), for its neighbours' pass 1 and, by its
+// own thread, into the second strip (zc) that k_adj_main reads; pbar is scaled by its own
+// thread before the pass-1 update. The next step swaps the strips. The adjoint source of step
+// n - 1 is subtracted from mu^{n+2} at the receivers (extra blocks, rows from `tyg`), so that
+// k_adj_main's 2 mu^{n+1} - mu_prev leaves mu^n plus that source; the same blocks copy the
+// ring of u^{n-1} into the frame ua. Receivers lie in the interior, where pass 1 reads no mu_prev.
+struct Lazy {
+  float* lp;                     // mu^{n+2} (B, nzs, nxs): read in the PML, source subtracted at receivers
+  const float *bx, *bz;          // CPML decay (nxs), (nzs)
+  const float *zxr, *zzr;        // raw zbar strips of step n + 1
+  float *zxc, *zzc;              // carried zbar strips of step n (written here)
+  int tyg;                       // first block row of the extra blocks
+  const int64_t* rec;            // (B, R) receivers
+  const float* grad_record;      // (B, nt, R)
+  int nrec, n_prev;              // n_prev < 0: no extra work
+  const float* ring_prev;        // (B, C) ring of u^{n-1}, or null
+};
+
+__device__ __forceinline__ float carry(float b, float z, float m) { return b * (z + m); }
+
 // Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells. Each
 // thread takes R consecutive rows; blocks wholly inside the interior read the z stencil of the
 // frame from one register column.
 // 32 registers (full occupancy): at 40 this kernel is slower (run W3).
 template <int N, int R>
-__global__ void __launch_bounds__(BX * BY, 8)
+__global__ void __launch_bounds__(BX * BY, N > 2 ? 6 : 8)
     k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
                           const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
-                          const float* __restrict__ zx, const float* __restrict__ zz, const float* __restrict__ ax,
+                          Lazy z3, const float* __restrict__ ax,
                           const float* __restrict__ az, float* __restrict__ grad, float* __restrict__ ua,
                           const float* __restrict__ ub, const float* __restrict__ lap,
                           const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt, int n) {
   pdl_begin();
+  if (static_cast<int>(blockIdx.y) >= z3.tyg) {  // extra blocks: source of step n - 1, ring of u^{n-1}
+    const int e = ((blockIdx.y - z3.tyg) * gridDim.x + blockIdx.x) * (BX * BY) + threadIdx.y * BX + threadIdx.x;
+    adjsrc_ring<N>(g, blockIdx.z, e, V, z3.lp, z3.rec, z3.grad_record, nt, z3.nrec, z3.n_prev, z3.ring_prev, ua,
+                   -1.f);
+    return;
+  }
+  const float* __restrict__ mp = z3.lp;
+  const float* __restrict__ bx = z3.bx;
+  const float* __restrict__ bz = z3.bz;
+  const float* __restrict__ zx = z3.zxr;
+  const float* __restrict__ zz = z3.zzr;
   const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * (BY * R), b = blockIdx.z;
   const int j = j0 + threadIdx.x, ib = i0 + threadIdx.y * R;
   const int lo = N + g.p, hx = g.nx + 2 * N;
@@ -376,11 +412,14 @@ __global__ void __launch_bounds__(BX * BY, 8)
   const bool xint = (j0 >= lo) && (j0 + BX <= lo + g.nx);  // block-uniform
   if (xint && ((ib >= N && ib + R <= lo) || (ib >= lo + g.nz && ib + R <= g.nzp + N))) {
     const int k0 = b * g.plane + ib * g.nxs + j, q0 = g.kz(b, ib, j);
-    float A[R + 2 * N];  // mx Abar_z of rows ib - N .. ib + R - 1 + N
+    float A[R + 2 * N], Z[R];  // mx Abar_z of rows ib - N .. ib + R - 1 + N; carried zbar of the R rows
 #pragma unroll
     for (int r = 0; r < R + 2 * N; ++r) {
-      const float a = az[ib + r - N];
-      const float v = abar(lam[k0 + (r - N) * g.nxs], a, zz[q0 + (r - N) * g.nxs]);
+      const int row = ib + r - N, o = (r - N) * g.nxs;
+      const float a = az[row];
+      const float zc = carry(bz[row], zz[q0 + o], mp[k0 + o]);
+      if (r >= N && r < N + R) Z[r - N] = zc;
+      const float v = abar(lam[k0 + o], a, zc);
       A[r] = a != 0.f ? v : 0.f;
     }
 #pragma unroll
@@ -389,7 +428,9 @@ __global__ void __launch_bounds__(BX * BY, 8)
       float acc = 0.f;
 #pragma unroll
       for (int q = 1; q <= N; ++q) acc += w.c1[q] * (A[N + r + q] - A[N + r - q]);
-      pz[q0 + r * g.nxs] -= acc;
+      const int q = q0 + r * g.nxs;
+      pz[q] = __fmul_rn(bz[ib + r], pz[q]) - acc;
+      z3.zzc[q] = Z[r];
     }
     return;
   }
@@ -413,11 +454,14 @@ __global__ void __launch_bounds__(BX * BY, 8)
       float acc = 0.f;
 #pragma unroll
       for (int q = 1; q <= N; ++q) {
-        const float hi = ax[j + q] != 0.f ? abar(lam[k + q], ax[j + q], zx[kx + q]) : 0.f;
-        const float lo_ = ax[j - q] != 0.f ? abar(lam[k - q], ax[j - q], zx[kx - q]) : 0.f;
+        const float hi =
+            ax[j + q] != 0.f ? abar(lam[k + q], ax[j + q], carry(bx[j + q], zx[kx + q], mp[k + q])) : 0.f;
+        const float lo_ =
+            ax[j - q] != 0.f ? abar(lam[k - q], ax[j - q], carry(bx[j - q], zx[kx - q], mp[k - q])) : 0.f;
         acc += w.c1[q] * (hi - lo_);
       }
-      px[kx] -= acc;
+      px[kx] = __fmul_rn(bx[j], px[kx]) - acc;
+      z3.zxc[kx] = carry(bx[j], zx[kx], mp[k]);
     }
     if (a_z != 0.f) {
       const int kz = g.kz(b, i, j);
@@ -425,11 +469,16 @@ __global__ void __launch_bounds__(BX * BY, 8)
       const int s = g.nxs;
 #pragma unroll
       for (int q = 1; q <= N; ++q) {
-        const float hi = az[i + q] != 0.f ? abar(lam[k + q * s], az[i + q], zz[kz + q * s]) : 0.f;
-        const float lo_ = az[i - q] != 0.f ? abar(lam[k - q * s], az[i - q], zz[kz - q * s]) : 0.f;
+        const float hi = az[i + q] != 0.f
+                             ? abar(lam[k + q * s], az[i + q], carry(bz[i + q], zz[kz + q * s], mp[k + q * s]))
+                             : 0.f;
+        const float lo_ = az[i - q] != 0.f
+                              ? abar(lam[k - q * s], az[i - q], carry(bz[i - q], zz[kz - q * s], mp[k - q * s]))
+                              : 0.f;
         acc += w.c1[q] * (hi - lo_);
       }
-      pz[kz] -= acc;
+      pz[kz] = __fmul_rn(bz[i], pz[kz]) - acc;
+      z3.zzc[kz] = carry(bz[i], zz[kz], mp[k]);
     }
   }
 }
@@ -540,42 +589,6 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Tiling t, Weights 
   }
 }
 
-// Adjoint pass 3 on the PML strips (first `pblocks` blocks): zbar, pbar carried to the previous
-// step. The blocks after them run adjsrc_ring for step n - 1 into mu_prev (the mu^n just written)
-// and the frame ua (interior u^{n-1} just reconstructed; only its ring cells are written here).
-template <int N>
-__global__ void k_p3(Grid g, const float* __restrict__ lam, float* __restrict__ px, float* __restrict__ pz,
-                     float* __restrict__ zx, float* __restrict__ zz, const float* __restrict__ ax,
-                     const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
-                     int pblocks, const float* __restrict__ V, float* __restrict__ mu_prev,
-                     const int64_t* __restrict__ rec, const float* __restrict__ grad_record, int nt, int nrec,
-                     int n_prev, const float* __restrict__ ring_prev, float* __restrict__ ua) {
-  pdl_begin();
-  const int b = blockIdx.y;
-  if (static_cast<int>(blockIdx.x) >= pblocks) {
-    adjsrc_ring<N>(g, b, (blockIdx.x - pblocks) * blockDim.x + threadIdx.x, V, mu_prev, rec, grad_record, nt, nrec,
-                   n_prev, ring_prev, ua);
-    return;
-  }
-  const int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t >= pml_cells(g)) return;
-  int i, j;
-  pml_cell(t, g, &i, &j);
-  const int k = b * g.plane + i * g.nxs + j;
-  const float a_x = ax[j], a_z = az[i];
-  const float gk = lam[k];  // mu = V lam
-  if (a_x != 0.f) {
-    const int q = g.kx(b, i, j);
-    zx[q] = bx[j] * (zx[q] + gk);
-    px[q] = bx[j] * px[q];
-  }
-  if (a_z != 0.f) {
-    const int q = g.kz(b, i, j);
-    zz[q] = bz[i] * (zz[q] + gk);
-    pz[q] = bz[i] * pz[q];
-  }
-}
-
 inline void check_launch(cudaError_t err) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fwi: CUDA launch failed: ") + cudaGetErrorString(err));
 }
@@ -652,7 +665,6 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const Tiling tg = make_tiling(g, N + g.p, R), ta = make_tiling(g, 2 * N + g.p, R);
   const dim3 block(BX, BY), ggrid = tile_grid(g, tg, R), agrid = tile_grid(g, ta, R);
-  const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float* lam = a.lam;
@@ -663,23 +675,33 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const int sblocks = static_cast<int>((small + 255) / 256);
   const Launcher launch{st, pdl_enabled(k_adj_main<N, R>)};
   auto ring_at = [&](int64_t s) -> const float* { return a.boundary ? a.ring + s * g.B * C : nullptr; };
-  // Per step: k_grad_p1, k_adj_main, k_p3 (+ the next step's adjoint source and ring). The
-  // chunk's first step (its last in time) gets them from k_adjsrc_ring before the loop.
+  // Per step: k_grad_p1 (+ pass 3 of the step after, lazily; + in extra block rows the adjoint
+  // source and ring of the step before) and k_adj_main. The chunk's first step (its last in
+  // time) gets its source and ring from k_adjsrc_ring before the loop.
   if (a.nsteps > 0 && sblocks > 0)
     launch(k_adjsrc_ring<N>, dim3(sblocks, g.B), dim3(256), g, a.v2dt2, lam, a.rec, a.grad_record, nt, nrec,
            static_cast<int>(a.n0 + a.nsteps - 1), ring_at(a.nsteps - 1), ub);
+  const int xrows = static_cast<int>((sblocks + ggrid.x - 1) / ggrid.x);  // extra block rows of k_grad_p1
+  float *zxr = a.zx, *zzr = a.zz, *zxc = a.zx2, *zzc = a.zz2;  // raw and carried zbar strips
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
     const int n = static_cast<int>(a.n0 + s);
     const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
-    launch(k_grad_p1<N, R>, ggrid, block, g, tg, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.az,
-           a.grad, ua, ub, lap, a.src, a.wavelet, nt, n);
-    launch(k_adj_main<N, R>, agrid, block, g, ta, a.w, a.v2dt2, lam, lp, a.px, a.pz, a.zx, a.zz, a.ax, a.az);
-    const int nb = pblocks + (s > 0 ? sblocks : 0);
-    if (nb > 0)
-      launch(k_p3<N>, dim3(nb, g.B), dim3(256), g, lam, a.px, a.pz, a.zx, a.zz, a.ax, a.bx, a.az, a.bz, pblocks,
-             a.v2dt2, lp, a.rec, a.grad_record, nt, nrec, n - 1, s > 0 ? ring_at(s - 1) : nullptr, ua);
+    const bool more = s > 0 && sblocks > 0;
+    const Lazy z3{lp,   a.bx,         a.bz,  zxr,       zzr,  zxc, zzc, static_cast<int>(ggrid.y), a.rec,
+                  a.grad_record, nrec, more ? n - 1 : -1, more ? ring_at(s - 1) : nullptr};
+    const dim3 gg(ggrid.x, ggrid.y + (more ? xrows : 0), ggrid.z);
+    launch(k_grad_p1<N, R>, gg, block, g, tg, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, z3, a.ax, a.az, a.grad, ua,
+           ub, lap, a.src, a.wavelet, nt, n);
+    launch(k_adj_main<N, R>, agrid, block, g, ta, a.w, a.v2dt2, lam, lp, a.px, a.pz, zxc, zzc, a.ax, a.az);
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
+    std::swap(zxr, zxc);
+    std::swap(zzr, zzc);
+  }
+  if (zxr != a.zx) {  // odd step count: the raw strips end in the scratch buffers
+    const size_t w2 = static_cast<size_t>(2 * (g.p + 2 * N));
+    check_launch(cudaMemcpyAsync(a.zx, zxr, sizeof(float) * g.B * g.nzs * w2, cudaMemcpyDeviceToDevice, st));
+    check_launch(cudaMemcpyAsync(a.zz, zzr, sizeof(float) * g.B * w2 * g.nxs, cudaMemcpyDeviceToDevice, st));
   }
 }
 

@@ -29,9 +29,13 @@ void backward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at
                          const at::Tensor& lap, int64_t n0, int64_t nsteps, int64_t pml, bool boundary,
                          c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
   const c10::cuda::CUDAGuard guard(lam.device());
-  backward_cuda(make_adj_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, grad_record, lam, lamprev, px, pz, zx, zz,
-                              grad, ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1),
-                c10::cuda::getCurrentCUDAStream(lam.device().index()).stream());
+  AdjArgs a = make_adj_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, grad_record, lam, lamprev, px, pz, zx, zz, grad,
+                            ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1);
+  // the second zbar buffer of the lazy pass 3 (fwi_cuda.cu); every cell read is written first
+  const at::Tensor zx2 = at::empty_like(zx), zz2 = at::empty_like(zz);
+  a.zx2 = zx2.data_ptr<float>();
+  a.zz2 = zz2.data_ptr<float>();
+  backward_cuda(a, c10::cuda::getCurrentCUDAStream(lam.device().index()).stream());
 }
 
 }  // namespace
