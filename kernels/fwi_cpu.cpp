@@ -437,19 +437,26 @@ struct Cpu {
       if (a.boundary) ua[static_cast<int64_t>(b) * hplane + (zi + N) * hx + (xi + N)] += a.v2dt2[ks] * f;
     }
 
-    // Bx, Bz = Abar_x, Abar_z where they are read (g = mu).
-    void scratch(int b, int r0, int r1, const float* lam) const {
+    // Bx, Bz = Abar_x, Abar_z where they are read (g = mu), after the lazy adjoint pass 3 of the
+    // step after (see the CUDA file): on the PML cells zbar <- b (zbar + mu^{n+2}) (mu_prev holds
+    // mu^{n+2} until `update`); pbar is scaled by b in `pbar`.
+    void scratch(int b, int r0, int r1, const float* lam, const float* lp) const {
       const int lo = N, hi = g.nxp + N;
       for (int i = r0; i < r1; ++i) {
         const int64_t row = off(b, i);
         const float* __restrict Gr = lam + row;
+        const float* __restrict Mp = lp + row;
         if (g.zfar[i]) {
           float* __restrict Br = Bz + row;
           if (g.zpml[i]) {
-            const float* __restrict zz = g.zrow(a.zz, b, i);
-            const float az = a.az[i];
+            float* __restrict zz = g.zrow(a.zz, b, i);
+            const float az = a.az[i], bz = a.bz[i];
             #pragma omp simd simdlen(8)
-            for (int j = lo; j < hi; ++j) Br[j] = abar(Gr[j], az, zz[j]);
+            for (int j = lo; j < hi; ++j) {
+              const float zc = bz * (zz[j] + Mp[j]);
+              zz[j] = zc;
+              Br[j] = abar(Gr[j], az, zc);
+            }
           } else {
             std::copy(Gr + lo, Gr + hi, Br + lo);  // Abar_z = g where a_z = 0
           }
@@ -459,16 +466,22 @@ struct Cpu {
         }
         for (const Run& r : g.xruns) {
           if (!r.on) continue;
-          const float* __restrict zx = g.xrow(a.zx, b, i, r.lo);
+          float* __restrict zx = g.xrow(a.zx, b, i, r.lo);
           const float* __restrict ax = a.ax;
+          const float* __restrict bx = a.bx;
           float* __restrict Br = Bx + row;
           #pragma omp simd simdlen(8)
-          for (int j = r.lo; j < r.hi; ++j) Br[j] = abar(Gr[j], ax[j], zx[j]);
+          for (int j = r.lo; j < r.hi; ++j) {
+            const float zc = bx[j] * (zx[j] + Mp[j]);
+            zx[j] = zc;
+            Br[j] = abar(Gr[j], ax[j], zc);
+          }
         }
       }
     }
 
-    // adjoint pass 1: pbar -= D(m Abar) on the PML cells of rows [r0, r1).
+    // adjoint pass 1: pbar <- b pbar - D(m Abar) on the PML cells of rows [r0, r1) (b pbar: the
+    // lazy pass 3 of the step after).
     void pbar(int b, int r0, int r1) const {
       const int nxs = g.nxs;
       const float* __restrict mx = g.mx.data();
@@ -478,24 +491,26 @@ struct Cpu {
           const float* __restrict Z = Bz + row;
           float* __restrict pz = g.zrow(a.pz, b, i);
           const float* mz = g.mz.data() + i;
+          const float bz = a.bz[i];
           #pragma omp simd simdlen(8)
           for (int j = N; j < g.nxp + N; ++j) {
             float acc = c1[1] * (mz[1] * Z[j + nxs] - mz[-1] * Z[j - nxs]);
 #pragma GCC unroll 8
             for (int k = 2; k <= N; ++k) acc += c1[k] * (mz[k] * Z[j + k * nxs] - mz[-k] * Z[j - k * nxs]);
-            pz[j] -= acc;
+            pz[j] = bz * pz[j] - acc;
           }
         }
         for (const Run& r : g.xruns) {
           if (!r.on) continue;
           const float* __restrict X = Bx + row;
           float* __restrict px = g.xrow(a.px, b, i, r.lo);
+          const float* __restrict bx = a.bx;
           #pragma omp simd simdlen(8)
           for (int j = r.lo; j < r.hi; ++j) {
             float acc = c1[1] * (mx[j + 1] * X[j + 1] - mx[j - 1] * X[j - 1]);
 #pragma GCC unroll 8
             for (int k = 2; k <= N; ++k) acc += c1[k] * (mx[j + k] * X[j + k] - mx[j - k] * X[j - k]);
-            px[j] -= acc;
+            px[j] = bx[j] * px[j] - acc;
           }
         }
       }
@@ -525,35 +540,6 @@ struct Cpu {
         }
       }
     }
-
-    // adjoint pass 3: zbar, pbar carried to the previous step on the PML cells.
-    void carry(int b, int r0, int r1, const float* lam) const {
-      for (int i = r0; i < r1; ++i) {
-        const int64_t row = off(b, i);
-        const float* __restrict Gr = lam + row;  // g = mu
-        if (g.zpml[i]) {
-          float* __restrict zz = g.zrow(a.zz, b, i);
-          float* __restrict pz = g.zrow(a.pz, b, i);
-          const float bz = a.bz[i];
-          #pragma omp simd simdlen(8)
-          for (int j = N; j < g.nxp + N; ++j) {
-            zz[j] = bz * (zz[j] + Gr[j]);
-            pz[j] = bz * pz[j];
-          }
-        }
-        for (const Run& r : g.xruns) {
-          if (!r.on) continue;
-          float* __restrict zx = g.xrow(a.zx, b, i, r.lo);
-          float* __restrict px = g.xrow(a.px, b, i, r.lo);
-          const float* __restrict bx = a.bx;
-          #pragma omp simd simdlen(8)
-          for (int j = r.lo; j < r.hi; ++j) {
-            zx[j] = bx[j] * (zx[j] + Gr[j]);
-            px[j] = bx[j] * px[j];
-          }
-        }
-      }
-    }
   };
 
   static void backward(const AdjArgs& a) {
@@ -573,10 +559,9 @@ struct Cpu {
           f.begin(b, s, n, lam, ub);
           f.gradient(b, 0, g.nz, s, lam, ua, ub);
           f.source(b, n, lam, ua);
-          f.scratch(b, r0, r1, lam);
+          f.scratch(b, r0, r1, lam, lp);
           f.pbar(b, r0, r1);
           f.update(b, r0, r1, lam, lp);
-          f.carry(b, r0, r1, lam);
           std::swap(lam, lp);
           if (a.boundary) std::swap(ua, ub);
         }
@@ -599,7 +584,7 @@ struct Cpu {
         for (int b = 0; b < g.B; ++b) f.begin(b, s, n, lam, ub);
         for (int b = 0; b < g.B; ++b) {
           f.gradient(b, ilo, ihi, s, lam, ua, ub);
-          f.scratch(b, lo, hi, lam);
+          f.scratch(b, lo, hi, lam, lp);
         }
 #pragma omp barrier
 #pragma omp single nowait
@@ -608,7 +593,6 @@ struct Cpu {
 #pragma omp barrier
         for (int b = 0; b < g.B; ++b) f.update(b, lo, hi, lam, lp);
 #pragma omp barrier
-        for (int b = 0; b < g.B; ++b) f.carry(b, lo, hi, lam);
         std::swap(lam, lp);
         if (a.boundary) std::swap(ua, ub);
       }
