@@ -18,6 +18,10 @@
 //   lam_prev <- 2 lam - lam_prev + Dxx Abar_x + Dzz Abar_z - Dx(a_x pbar_x) - Dz(a_z pbar_z)
 //   zbar_x <- b_x (zbar_x + g),  pbar_x <- b_x pbar_x   (pass 3, PML cells)
 //
+// Both builds apply pass 3 lazily, as the first thing of the next (earlier) step's pass 1, with
+// the g of the later step still held in the mu_prev buffer; between op calls zbar and pbar are
+// therefore stored before their pass 3.
+//
 // and dJ/dV += lam * (L + f^n delta_src) on interior cells.
 #pragma once
 
