@@ -366,7 +366,8 @@ __device__ __forceinline__ float carry(float b, float z, float m) { return b * (
 // Gradient (+ reconstruction of u^{n-1}) on interior cells; adjoint pass 1 on PML cells. Each
 // thread takes R consecutive rows; blocks wholly inside the interior read the z stencil of the
 // frame from one register column.
-// 32 registers (full occupancy): at 40 this kernel is slower (run W3).
+// 32 registers at spatial order <= 4 (full occupancy; at 40 this kernel is slower, run W3), 40 at
+// order 8 (32 would spill).
 template <int N, int R>
 __global__ void __launch_bounds__(BX * BY, N > 2 ? 6 : 8)
     k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
@@ -687,8 +688,8 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
     const int n = static_cast<int>(a.n0 + s);
     const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
     const bool more = s > 0 && sblocks > 0;
-    const Lazy z3{lp,   a.bx,         a.bz,  zxr,       zzr,  zxc, zzc, static_cast<int>(ggrid.y), a.rec,
-                  a.grad_record, nrec, more ? n - 1 : -1, more ? ring_at(s - 1) : nullptr};
+    const Lazy z3{lp, a.bx, a.bz, zxr, zzr, zxc, zzc, static_cast<int>(ggrid.y), a.rec, a.grad_record, nrec,
+                  more ? n - 1 : -1, more ? ring_at(s - 1) : nullptr};
     const dim3 gg(ggrid.x, ggrid.y + (more ? xrows : 0), ggrid.z);
     launch(k_grad_p1<N, R>, gg, block, g, tg, a.w, a.boundary, a.v2dt2, lam, a.px, a.pz, z3, a.ax, a.az, a.grad, ua,
            ub, lap, a.src, a.wavelet, nt, n);
