@@ -6,3 +6,5 @@ python3 -m fwi_cli.bench --problem seed --configs c-gpu-fp32,c-gpu-fp16,c-gpu-bf
 python3 -m fwi_cli.bench --problem big --configs c-gpu-fp32,c-gpu-int8 --iters 3 2>&1 | grep "^| big"
 # 3. bytes through L2 per kernel now (run W5 counted 248 MB per step with k_p3)
 bash tools/probes/ncu3.sh 2>&1 | grep -E "==|lts__t_bytes|gpu__time"
+# 4. is a whole-shot-on-chip step viable? (docs/internals.md, "A sketch of that design")
+for o in "" "-DCLUSTER=8 -DV_SMEM=0"; do nvcc -O3 -std=c++17 -arch=sm_90 $o tools/probes/cluster_probe.cu -o /tmp/cp && /tmp/cp; done
