@@ -243,8 +243,10 @@ def test_compiled_cuda_sources_compile_with_nvcc(tmp_path):
         pytest.skip("nvcc not installed")
     from fwi_cli.propagator import backend
 
-    obj = backend.cuda_compile_check(str(tmp_path))
-    assert obj.exists() and obj.stat().st_size > 0
+    objs = backend.cuda_compile_check(str(tmp_path))
+    assert {o.name for o in objs} == {f"{p.stem}_check.o" for p in backend.kernel_dir().glob("*.cu")}
+    assert objs  # fwi_cuda.cu at least
+    assert all(o.exists() and o.stat().st_size > 0 for o in objs)
 
 
 # ------------------------------------------------------------------------ CUDA

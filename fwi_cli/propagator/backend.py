@@ -44,7 +44,7 @@ def _sources(with_cuda: bool) -> list[Path]:
     d = kernel_dir()
     src = [d / "fwi_ops.cpp", d / "fwi_cpu.cpp"]
     if with_cuda:
-        src += [d / "fwi_cuda_ops.cpp", d / "fwi_cuda.cu"]
+        src += [d / "fwi_cuda_ops.cpp", d / "fwi_cuda.cu", d / "fwi_cuda_onchip.cu"]
     return src
 
 
@@ -113,28 +113,31 @@ def load(device: torch.device | str = "cpu"):
         return _LOADED[key]
 
 
-def cuda_compile_check(out_dir: str | None = None) -> Path:
-    """Compile ``fwi_cuda.cu`` to an object file with nvcc (no GPU needed).
+def cuda_compile_check(out_dir: str | None = None) -> list[Path]:
+    """Compile every ``kernels/*.cu`` file to an object file with nvcc (no GPU needed).
 
     Returns:
-        Path of the object file. Raises BackendUnavailableError when nvcc is missing or fails.
+        Paths of the object files. Raises BackendUnavailableError when nvcc is missing or fails.
     """
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         raise BackendUnavailableError("nvcc not found: cannot compile-check the CUDA sources")
     d = kernel_dir()
-    out = Path(out_dir or os.environ.get("TMPDIR", "/tmp")) / "fwi_cuda_check.o"
-    cmd = [nvcc, "-c", str(d / "fwi_cuda.cu"), "-o", str(out), "-std=c++17", "-O3",
-           "-gencode=arch=compute_90,code=sm_90", "-Xcompiler", "-fPIC", f"-I{d}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BackendUnavailableError("nvcc failed on fwi_cuda.cu:\n" + proc.stderr[-4000:])
-    return out
+    outs = []
+    for src in sorted(d.glob("*.cu")):
+        out = Path(out_dir or os.environ.get("TMPDIR", "/tmp")) / f"{src.stem}_check.o"
+        cmd = [nvcc, "-c", str(src), "-o", str(out), "-std=c++17", "-O3",
+               "-gencode=arch=compute_90,code=sm_90", "-Xcompiler", "-fPIC", f"-I{d}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BackendUnavailableError(f"nvcc failed on {src.name}:\n" + proc.stderr[-4000:])
+        outs.append(out)
+    return outs
 
 
 if __name__ == "__main__":  # pragma: no cover - CLI helper
     if "--cuda-check" in sys.argv:
-        print(f"compiled {cuda_compile_check()}")
+        print("compiled " + ", ".join(str(p) for p in cuda_compile_check()))
     else:
         load("cuda" if torch.cuda.is_available() else "cpu")
         print("kernels loaded")
