@@ -44,7 +44,7 @@ def _sources(with_cuda: bool) -> list[Path]:
     d = kernel_dir()
     src = [d / "fwi_ops.cpp", d / "fwi_cpu.cpp"]
     if with_cuda:
-        src += [d / "fwi_cuda_ops.cpp", d / "fwi_cuda.cu", d / "fwi_cuda_onchip.cu"]
+        src += [d / "fwi_cuda_ops.cpp"] + sorted(d.glob("*.cu"))
     return src
 
 
