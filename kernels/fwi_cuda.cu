@@ -152,6 +152,13 @@ __global__ void k_psi(Grid g, Weights w, const float* __restrict__ u, float* __r
   }
 }
 
+// Register column of field f at the flat index k0 (stride s between rows): rows -N .. R + N - 1.
+template <int N, int R>
+__device__ __forceinline__ void load_col(float (&c)[R + 2 * N], const float* f, int k0, int s) {
+#pragma unroll
+  for (int r = 0; r < R + 2 * N; ++r) c[r] = f[k0 + (r - N) * s];
+}
+
 // Second derivative along z at R consecutive rows from a register column c of rows
 // [i - N, i + R + N) (same summation order as d2).
 template <int N, int R>
@@ -186,9 +193,10 @@ __device__ __forceinline__ void main_finish(const Grid& g, int b, int i, int j, 
 }
 
 // u^{n+1} = 2 u - u_prev + V L (+ V f^n at the source), zeta updated in the PML, L stored on
-// interior cells when `lap` (full strategy). Each thread takes R consecutive rows. Blocks without
-// a PML cell take a short path (no CPML coefficient is read; the z stencil of the R rows comes
-// from one register column; same arithmetic, L = Ax + Az).
+// interior cells when `lap` (full strategy). Each thread takes R consecutive rows. Threads whose
+// rows and stencils see no PML cell take a short path (no CPML coefficient is read; the z stencil
+// of the R rows comes from one register column; L = Ax + Az, the per-cell path's value up to the
+// sign of a zero).
 // Register budget: 40 at spatial order <= 4 (6 blocks of 256 threads per SM; 48 at order 8), which
 // the z-strip columns below need: capped at 32 they spill and lose their gain (run W3 of
 // 2026-11-29, docs/benchmarks.md).
@@ -204,44 +212,28 @@ __global__ void __launch_bounds__(BX * BY, N > 2 ? 5 : 6)
   const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * (BY * R), b = blockIdx.z;
   const int j = j0 + threadIdx.x, ib = i0 + threadIdx.y * R;
   const int lo = N + g.p;
-  const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY * R <= lo + g.nz);  // block-uniform
-  if (inner) {
-    const int k0 = b * g.plane + ib * g.nxs + j;
-    float c[R + 2 * N];
-#pragma unroll
-    for (int r = 0; r < R + 2 * N; ++r) c[r] = u[k0 + (r - N) * g.nxs];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int k = k0 + r * g.nxs;
-      const float L = d2<N>(u + k, 1, w, N, N) + d2_col<N, R>(c, r, w);
-      main_finish<N>(g, b, ib + r, j, k, c[N + r], L, V, up, lap, src, wavelet, nt, n);
-    }
-    return;
-  }
   if (j < N || j >= g.nxp + N) return;
   // Blocks without an x-PML column: threads whose R rows all lie in one z strip (or all in the
-  // interior) take the z stencils of u and psi_z from register columns (warp-uniform test; same
-  // arithmetic as the per-cell path below).
+  // interior, which includes every thread of an interior block) take the z stencils of u and
+  // psi_z from register columns (warp-uniform test; same arithmetic as the per-cell path below).
   const bool xint = (j0 >= lo) && (j0 + BX <= lo + g.nx);  // block-uniform
   const bool top = ib >= N && ib + R <= lo, bot = ib >= lo + g.nz && ib + R <= g.nzp + N;
   const bool mid = ib >= lo && ib + R <= lo + g.nz;
   if (xint && (top || bot || mid)) {
     const int k0 = b * g.plane + ib * g.nxs + j;
     float c[R + 2 * N], pc[R + 2 * N];
-#pragma unroll
-    for (int r = 0; r < R + 2 * N; ++r) c[r] = u[k0 + (r - N) * g.nxs];
+    load_col<N, R>(c, u, k0, g.nxs);
     if (mid) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const int k = k0 + r * g.nxs;
-        const float L = ((d2<N>(u + k, 1, w, N, N) + d2_col<N, R>(c, r, w)) + 0.f) + 0.f;
+        const float L = d2<N>(u + k, 1, w, N, N) + d2_col<N, R>(c, r, w);
         main_finish<N>(g, b, ib + r, j, k, c[N + r], L, V, up, lap, src, wavelet, nt, n);
       }
       return;
     }
     const int q0 = g.kz(b, ib, j);  // rows ib - N .. ib + R - 1 + N lie in the same strip
-#pragma unroll
-    for (int r = 0; r < R + 2 * N; ++r) pc[r] = psiz[q0 + (r - N) * g.nxs];
+    load_col<N, R>(pc, psiz, q0, g.nxs);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int i = ib + r, k = k0 + r * g.nxs, q = q0 + r * g.nxs;
@@ -396,8 +388,7 @@ __global__ void __launch_bounds__(BX * BY, N > 2 ? 6 : 8)
     const int xi = j - lo, zb = ib - lo;
     const int kh0 = b * (g.nz + 2 * N) * hx + (zb + N) * hx + (xi + N);
     float c[R + 2 * N];
-#pragma unroll
-    for (int r = 0; r < R + 2 * N; ++r) c[r] = ub[kh0 + (r - N) * hx];
+    load_col<N, R>(c, ub, kh0, hx);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int kh = kh0 + r * hx;
@@ -508,8 +499,7 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Tiling t, Weights 
   if (!need_x && !need_z) {  // the stencil stays inside the interior
     const int i = i0 + ty, j = j0 + tx, k0 = b * g.plane + i * g.nxs + j;
     float c[R + 2 * N];
-#pragma unroll
-    for (int r = 0; r < R + 2 * N; ++r) c[r] = lam[k0 + (r - N) * g.nxs];
+    load_col<N, R>(c, lam, k0, g.nxs);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int k = k0 + r * g.nxs;
