@@ -238,6 +238,18 @@ def test_compiled_missing_compiler_gives_clear_error(monkeypatch):
         backend.load("cpu")
 
 
+def test_compiled_backend_sources_exist_and_include_every_cuda_file():
+    """The build lists only files that exist (a missing one breaks every CUDA build, which the
+    CPU suite never runs), and every kernels/*.cu source is built."""
+    from fwi_cli.propagator import backend
+
+    for with_cuda in (False, True):
+        assert all(p.is_file() for p in backend._sources(with_cuda))
+    cuda = backend._sources(True)
+    assert set(backend.kernel_dir().glob("*.cu")) <= set(cuda)
+    assert not any(p.suffix == ".cu" for p in backend._sources(False))
+
+
 def test_compiled_cuda_sources_compile_with_nvcc(tmp_path):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc not installed")
