@@ -259,20 +259,20 @@ int main() {
   CHECK(cudaEventCreate(&e0));
   CHECK(cudaEventCreate(&e1));
   float ms = 0;
+  // microseconds per step of `run` (2000 steps), printed after `what`
+  auto time_steps = [&](const char* what, auto run) {
+    CHECK(cudaEventRecord(e0));
+    run();
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    std::printf("%s: %.2f us per step\n", what, ms * 1000 / 2000);
+  };
   reset();
-  CHECK(cudaEventRecord(e0));
-  ref_steps(2000);
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::printf("reference (one launch per step, global memory): %.2f us per step\n", ms * 1000 / 2000);
+  time_steps("reference (one launch per step, global memory)", [&] { ref_steps(2000); });
   reset();
-  CHECK(cudaEventRecord(e0));
-  CHECK(cudaLaunchKernelEx(&cfg, k_cluster, static_cast<const float*>(V), u2, p2, 2000));
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::printf("cluster (one launch, shared memory, DSMEM halos): %.2f us per step\n", ms * 1000 / 2000);
+  time_steps("cluster (one launch, shared memory, DSMEM halos)",
+             [&] { CHECK(cudaLaunchKernelEx(&cfg, k_cluster, static_cast<const float*>(V), u2, p2, 2000)); });
   // tuned variant: correctness against 10 reference steps, then 2000 steps
   const size_t smem_rc = 2 * static_cast<size_t>(ROWS + 2 * N) * NXS * 4;
   CHECK(cudaFuncSetAttribute(k_cluster_rc, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_rc)));
@@ -293,19 +293,10 @@ int main() {
   for (size_t k = 0; k < cells; ++k) diff = std::fmax(diff, std::fabs(static_cast<double>(a[k]) - c[k]));
   std::printf("tuned after 10 steps: max |cluster - reference| = %.3g\n", diff);
   reset();
-  CHECK(cudaEventRecord(e0));
-  CHECK(cudaLaunchKernelEx(&cfg_rc, k_cluster_rc, static_cast<const float*>(V), u2, p2, 2000));
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::printf("tuned cluster (register columns, one barrier per step): %.2f us per step\n", ms * 1000 / 2000);
+  time_steps("tuned cluster (register columns, one barrier per step)",
+             [&] { CHECK(cudaLaunchKernelEx(&cfg_rc, k_cluster_rc, static_cast<const float*>(V), u2, p2, 2000)); });
   cudaLaunchConfig_t cfg_s = cfg_rc;
   cfg_s.dynamicSmemBytes = 0;
-  CHECK(cudaEventRecord(e0));
-  CHECK(cudaLaunchKernelEx(&cfg_s, k_sync_only, 2000));
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::printf("cluster barrier alone: %.2f us per step\n", ms * 1000 / 2000);
+  time_steps("cluster barrier alone", [&] { CHECK(cudaLaunchKernelEx(&cfg_s, k_sync_only, 2000)); });
   return 0;
 }

@@ -2,18 +2,11 @@
 gaps; then cProfile (main thread) of cpu-fp16. argv: configs like gpu-fp16 cpu-fp16."""
 import cProfile, pstats, sys, time, numpy as np, torch
 from torch.profiler import profile, ProfilerActivity
-from fwi_cli import bench
-from fwi_cli.equations import Acoustic
-from fwi_cli.propagator import Propagator
-dev = torch.device('cuda'); p = bench.make_problem('seed'); bench.model_observed(p, dev)
+from seedrun import observed_problem, iteration
+p, dev = observed_problem('seed')
 for cfg in sys.argv[1:]:
     storage, dtype = cfg.split('-')
-    solver = Propagator(Acoustic(device=dev), shape=p.shape, dh=p.dh, dt=p.dt, nt=p.nt, pml_width=p.pml, impl='c',
-                        memory=bench.memory_options(storage, dtype))
-    vp = torch.tensor(p.vp_init, device=dev, requires_grad=True); idx = np.arange(8)
-    def it():
-        r = solver(p.wavelet, p.sources[idx], p.receivers[idx], models=[vp])
-        (r - p.observed[idx]).pow(2).mean().backward(); torch.cuda.synchronize(); vp.grad = None
+    it = iteration(p, dev, storage, dtype)
     for _ in range(2): it()
     ts = []
     for _ in range(3):
