@@ -17,7 +17,7 @@ void forward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at:
                         c10::ArrayRef<double> c1) {
   const c10::cuda::CUDAGuard guard(u.device());
   forward_cuda(make_step_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, u, uprev, psix, psiz, zx, zz, record, ring,
-                              lap, n0, nsteps, pml, c2, c1),
+                              lap, n0, nsteps, pml, c2, c1, true),
                c10::cuda::getCurrentCUDAStream(u.device().index()).stream());
 }
 
@@ -30,7 +30,7 @@ void backward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at
                          c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
   const c10::cuda::CUDAGuard guard(lam.device());
   AdjArgs a = make_adj_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, grad_record, lam, lamprev, px, pz, zx, zz, grad,
-                            ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1);
+                            ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1, true);
   // the second zbar buffer of the lazy pass 3 (fwi_cuda.cu); every cell read is written first
   const at::Tensor zx2 = at::empty_like(zx), zz2 = at::empty_like(zz);
   a.zx2 = zx2.data_ptr<float>();

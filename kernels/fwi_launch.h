@@ -30,24 +30,43 @@ inline void check_f32(const at::Tensor& t, const char* name, const at::Device& d
   TORCH_CHECK(t.numel() == 0 || t.device() == dev, "fwi: ", name, " is on the wrong device");
 }
 
-// CPML fields in the compact strip layout of fwi_common.h: x (B, nzs, 2W), z (B, 2W, nxs).
-inline void check_strips(const at::Tensor& x, const at::Tensor& z, const Dims& d, int64_t n, const char* name) {
-  const int64_t w2 = 2 * strip_width(d.p, n), nzs = d.nzp + 2 * n, nxs = d.nxp + 2 * n;
-  TORCH_CHECK(d.nz >= 2 * n && d.nx >= 2 * n, "fwi: the interior must be at least 2N cells each way");
-  TORCH_CHECK(x.dim() == 3 && x.size(0) == d.b && x.size(1) == nzs && x.size(2) == w2, "fwi: ", name,
-              "_x must be (B, nzs, 2W)");
-  TORCH_CHECK(z.dim() == 3 && z.size(0) == d.b && z.size(1) == w2 && z.size(2) == nxs, "fwi: ", name,
-              "_z must be (B, 2W, nxs)");
+// Per-shot fields come in one of two layouts: (B, rows, cols) on the CPU, and on CUDA four shots
+// interleaved, (ceil(B/4), rows, cols, 4) (fwi_cuda.cu, "Shots in lanes"). `slots` is the number
+// of shot planes a field holds (B, or 4 ceil(B/4)).
+inline int64_t shot_slots(int64_t b, bool lanes) { return lanes ? 4 * ((b + 3) / 4) : b; }
+
+inline void check_field(const at::Tensor& t, int64_t b, bool lanes, int64_t rows, int64_t cols, const char* name) {
+  if (lanes) {
+    TORCH_CHECK(t.dim() == 4 && t.size(0) == (b + 3) / 4 && t.size(1) == rows && t.size(2) == cols && t.size(3) == 4,
+                "fwi: ", name, " must be (ceil(B/4), ", rows, ", ", cols, ", 4) on CUDA (four shots interleaved)");
+  } else {
+    TORCH_CHECK(t.dim() == 3 && t.size(0) == b && t.size(1) == rows && t.size(2) == cols, "fwi: ", name, " must be (B, ",
+                rows, ", ", cols, ")");
+  }
 }
 
-// Sizes shared by StepArgs and AdjArgs: from a (B, nzs, nxs) storage-grid field, the PML width,
-// the (B, nt) wavelet, the (B, R) receivers and the chunk's steps.
+// CPML fields in the compact strip layout of fwi_common.h: x (B, nzs, 2W), z (B, 2W, nxs).
+inline void check_strips(const at::Tensor& x, const at::Tensor& z, const Dims& d, int64_t n, bool lanes,
+                         const char* name) {
+  const int64_t w2 = 2 * strip_width(d.p, n), nzs = d.nzp + 2 * n, nxs = d.nxp + 2 * n;
+  TORCH_CHECK(d.nz >= 2 * n && d.nx >= 2 * n, "fwi: the interior must be at least 2N cells each way");
+  check_field(x, d.b, lanes, nzs, w2, name);
+  check_field(z, d.b, lanes, w2, nxs, name);
+}
+
+// Sizes shared by StepArgs and AdjArgs: from a storage-grid field ((B, nzs, nxs), or with lanes
+// (ceil(B/4), nzs, nxs, 4)), the PML width, the (B, nt) wavelet, the (B, R) receivers and the
+// chunk's steps.
 template <class Args>
-void set_sizes(Args& a, const at::Tensor& field, const at::Tensor& wavelet, const at::Tensor& rec, int64_t n0,
-               int64_t nsteps, int64_t pml, c10::ArrayRef<double> c2) {
+void set_sizes(Args& a, const at::Tensor& field, bool lanes, const at::Tensor& wavelet, const at::Tensor& rec,
+               int64_t n0, int64_t nsteps, int64_t pml, c10::ArrayRef<double> c2) {
   const int64_t n = static_cast<int64_t>(c2.size()) - 1;
   a.n_half = static_cast<int>(n);
-  a.d.b = field.size(0);
+  TORCH_CHECK(wavelet.dim() == 2 && rec.dim() == 2 && rec.size(0) == wavelet.size(0),
+              "fwi: wavelet must be (B, nt) and rec (B, R)");
+  TORCH_CHECK(field.dim() == (lanes ? 4 : 3), "fwi: the wavefield must be ",
+              lanes ? "(ceil(B/4), nzs, nxs, 4) on CUDA" : "(B, nzs, nxs) on the CPU");
+  a.d.b = wavelet.size(0);
   a.d.p = pml;
   a.d.nzp = field.size(1) - 2 * n;
   a.d.nxp = field.size(2) - 2 * n;
@@ -68,19 +87,21 @@ inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, co
                                const at::Tensor& uprev, const at::Tensor& psix, const at::Tensor& psiz,
                                const at::Tensor& zx, const at::Tensor& zz, const at::Tensor& record,
                                const at::Tensor& ring, const at::Tensor& lap, int64_t n0, int64_t nsteps,
-                               int64_t pml, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+                               int64_t pml, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1, bool lanes) {
   const auto dev = v2dt2.device();
   for (auto* pr : {&v2dt2, &ax, &bx, &az, &bz, &wavelet, &u, &uprev, &psix, &psiz, &zx, &zz, &record, &ring, &lap})
     check_f32(*pr, "state tensor", dev);
   TORCH_CHECK(src.scalar_type() == at::kLong && rec.scalar_type() == at::kLong, "fwi: indices must be int64");
   StepArgs a{};
-  set_sizes(a, u, wavelet, rec, n0, nsteps, pml, c2);
+  set_sizes(a, u, lanes, wavelet, rec, n0, nsteps, pml, c2);
   const int64_t n = a.n_half;
   TORCH_CHECK(ring.numel() == 0 || ring.size(0) >= nsteps, "fwi: ring chunk too short");
   TORCH_CHECK(lap.numel() == 0 || lap.size(0) >= nsteps, "fwi: lap chunk too short");
   a.w = make_weights(c2, c1);
-  check_strips(psix, psiz, a.d, n, "psi");
-  check_strips(zx, zz, a.d, n, "zeta");
+  check_field(u, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "u");
+  check_field(uprev, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "uprev");
+  check_strips(psix, psiz, a.d, n, lanes, "psi");
+  check_strips(zx, zz, a.d, n, lanes, "zeta");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.src = src.data_ptr<int64_t>(); a.rec = rec.data_ptr<int64_t>();
@@ -98,24 +119,30 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
                              const at::Tensor& pz, const at::Tensor& zx, const at::Tensor& zz,
                              const at::Tensor& grad, const at::Tensor& ua, const at::Tensor& ub,
                              const at::Tensor& ring, const at::Tensor& lap, int64_t n0, int64_t nsteps,
-                             int64_t pml, bool boundary, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
+                             int64_t pml, bool boundary, c10::ArrayRef<double> c2, c10::ArrayRef<double> c1,
+                             bool lanes) {
   const auto dev = v2dt2.device();
   for (auto* pr : {&v2dt2, &ax, &bx, &az, &bz, &wavelet, &grad_record, &lam, &lamprev, &px, &pz, &zx, &zz, &grad,
                    &ua, &ub, &ring, &lap})
     check_f32(*pr, "adjoint tensor", dev);
   AdjArgs a{};
-  set_sizes(a, lam, wavelet, rec, n0, nsteps, pml, c2);
+  set_sizes(a, lam, lanes, wavelet, rec, n0, nsteps, pml, c2);
+  const int64_t slots = shot_slots(a.d.b, lanes);
   const int64_t n = a.n_half;
   a.boundary = boundary;
   if (boundary) {
     TORCH_CHECK(ring.numel() > 0 && ring.size(0) >= nsteps, "fwi: ring chunk missing or too short");
-    TORCH_CHECK(ua.numel() == a.d.b * (a.d.nz + 2 * n) * (a.d.nx + 2 * n), "fwi: bad reconstruction frame");
+    TORCH_CHECK(ua.numel() == slots * (a.d.nz + 2 * n) * (a.d.nx + 2 * n) && ub.numel() == ua.numel(),
+                "fwi: bad reconstruction frame");
   } else {
     TORCH_CHECK(lap.numel() > 0 && lap.size(0) >= nsteps, "fwi: saved laplacian chunk missing");
   }
   a.w = make_weights(c2, c1);
-  check_strips(px, pz, a.d, n, "pbar");
-  check_strips(zx, zz, a.d, n, "zbar");
+  check_field(lam, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "lam");
+  check_field(lamprev, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "lamprev");
+  check_strips(px, pz, a.d, n, lanes, "pbar");
+  check_strips(zx, zz, a.d, n, lanes, "zbar");
+  TORCH_CHECK(grad.numel() == slots * a.d.nz * a.d.nx, "fwi: grad must hold one (nz, nx) plane per shot slot");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.grad_record = grad_record.data_ptr<float>();

@@ -18,7 +18,7 @@ void forward_steps_cpu(const at::Tensor& v2dt2, const at::Tensor& ax, const at::
                        const at::Tensor& lap, int64_t n0, int64_t nsteps, int64_t pml, c10::ArrayRef<double> c2,
                        c10::ArrayRef<double> c1) {
   forward_cpu(make_step_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, u, uprev, psix, psiz, zx, zz, record, ring,
-                             lap, n0, nsteps, pml, c2, c1));
+                             lap, n0, nsteps, pml, c2, c1, false));
 }
 
 void backward_steps_cpu(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx, const at::Tensor& az,
@@ -29,7 +29,7 @@ void backward_steps_cpu(const at::Tensor& v2dt2, const at::Tensor& ax, const at:
                         const at::Tensor& lap, int64_t n0, int64_t nsteps, int64_t pml, bool boundary,
                         c10::ArrayRef<double> c2, c10::ArrayRef<double> c1) {
   backward_cpu(make_adj_args(v2dt2, ax, bx, az, bz, wavelet, src, rec, grad_record, lam, lamprev, px, pz, zx, zz,
-                             grad, ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1));
+                             grad, ua, ub, ring, lap, n0, nsteps, pml, boundary, c2, c1, false));
 }
 
 TORCH_LIBRARY(fwi, m) {

@@ -421,3 +421,28 @@ def test_compiled_shot_group_size_follows_the_l2_cache_and_the_environment(monke
             compiled.shot_group_size(seed, 20, cpu, env={"FWI_SHOT_GROUP": bad})
     assert [(s.start, s.stop) for s in compiled.group_slices(20, 12)] == [(0, 10), (10, 20)]
     assert [(s.start, s.stop) for s in compiled.group_slices(5, 2)] == [(0, 2), (2, 4), (4, 5)]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4, 6])
+def test_compiled_lanes_layout_round_trips_per_shot_fields(batch):
+    """The CUDA layout (ceil(B/4), rows, cols, 4) holds shot b in quad b // 4, lane b % 4; the
+    helpers that move frames in and out of it agree with that, and padded lanes stay zero."""
+    from types import SimpleNamespace
+
+    from fwi_cli.propagator.compiled import _Problem
+
+    pb = _Problem.__new__(_Problem)
+    pb.lanes, pb.batch, pb.quads, pb.dev = True, batch, -(-batch // 4), torch.device("cpu")
+    pb.n, pb.pml, pb.nzs, pb.nxs = 2, 3, 16, 19  # nz + 2 (pml + n), nx + 2 (pml + n)
+    pb.g = SimpleNamespace(nz=6, nx=9)
+    x = torch.arange(batch * 6 * 9, dtype=torch.float32).reshape(batch, 6, 9) + 1
+    f = pb.zeros_state()
+    assert f.shape == (pb.quads, 16, 19, 4)
+    o = pb.pml + pb.n
+    pb.set_per_shot(f, slice(o, o + 6), slice(o, o + 9), x)
+    for b in range(batch):
+        assert torch.equal(f[b // 4, o:o + 6, o:o + 9, b % 4], x[b])
+    assert torch.equal(pb.interior(f), x)
+    assert f.abs().sum() == x.abs().sum()  # nothing outside the window, padded lanes zero
+    strips = pb.zeros_strips()
+    assert strips[0].shape == (pb.quads, 16, 14, 4) and strips[1].shape == (pb.quads, 14, 19, 4)  # 2W = 14

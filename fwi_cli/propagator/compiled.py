@@ -49,32 +49,63 @@ class _Problem:
         self.src = src_flat[:, 0].contiguous()  # (B,)
         self.rec = rec_flat.contiguous()  # (B, R)
         self.batch = int(w.shape[0])
+        self.lanes = self.dev.type == "cuda"
+        self.quads = -(-self.batch // 4)
         self.nzs, self.nxs = g.nzp + 2 * n, g.nxp + 2 * n
         self.pml = g.pml
 
+    # On CUDA the kernels keep four shots per float4 ("lanes", fwi_cuda.cu): every per-shot
+    # field is (Q, rows, cols, 4) with Q = ceil(B / 4); on the CPU it is (B, rows, cols).
+
+    def shot_field(self, rows: int, cols: int) -> torch.Tensor:
+        """Zeros for one per-shot field of (rows, cols) cells, in the device's layout."""
+        if self.lanes:
+            shape = (self.quads, rows, cols, 4)
+        else:
+            shape = (self.batch, rows, cols)
+        return torch.zeros(shape, device=self.dev, dtype=torch.float32)
+
     def zeros_state(self) -> torch.Tensor:
-        """(B, nzs, nxs) zeros: a wavefield or adjoint field on the storage grid."""
-        return torch.zeros(self.batch, self.nzs, self.nxs, device=self.dev, dtype=torch.float32)
+        """Zeros for a wavefield or adjoint field on the storage grid (nzs, nxs)."""
+        return self.shot_field(self.nzs, self.nxs)
 
     def zeros_strips(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zeros for one x-strip field (B, nzs, 2W) and one z-strip field (B, 2W, nxs).
+        """Zeros for one x-strip field (nzs, 2W) and one z-strip field (2W, nxs) per shot.
 
         CPML auxiliary fields live only in their strips of width W = pml + 2N on each side
         (``fwi_common.h``), a fraction of the full grid.
         """
         w2 = 2 * (self.pml + 2 * self.n)
-        return (torch.zeros(self.batch, self.nzs, w2, device=self.dev, dtype=torch.float32),
-                torch.zeros(self.batch, w2, self.nxs, device=self.dev, dtype=torch.float32))
+        return self.shot_field(self.nzs, w2), self.shot_field(w2, self.nxs)
+
+    def per_shot(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, rows, cols) view (lanes: a copy) of a per-shot field in the device's layout."""
+        if not self.lanes:
+            return f
+        q, rows, cols, _ = f.shape
+        return f.permute(0, 3, 1, 2).reshape(4 * q, rows, cols)[:self.batch]
+
+    def set_per_shot(self, f: torch.Tensor, rows: slice, cols: slice, value: torch.Tensor) -> None:
+        """Copy (B, r, c) ``value`` into the (rows, cols) window of per-shot field ``f``."""
+        if not self.lanes:
+            f[:, rows, cols].copy_(value, non_blocking=True)
+            return
+        for lane in range(4):
+            part = value[lane::4]  # shots lane, lane + 4, ...
+            f[:part.shape[0], rows, cols, lane].copy_(part, non_blocking=True)
+
+    def interior(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, nz, nx) interior of a storage-grid field (a view on the CPU, a copy with lanes)."""
+        o = self.pml + self.n
+        rows, cols = slice(o, o + self.g.nz), slice(o, o + self.g.nx)
+        if self.lanes:
+            return self.per_shot(f[:, rows, cols, :])
+        return f[:, rows, cols]
 
     def chunk_steps(self, memory) -> int:
         if memory.strategy == "boundary" and memory.boundary.storage != "gpu":
             return max(int(memory.boundary.transfer_interval), HOST_CHUNK)
         return GPU_CHUNK
-
-    def interior(self, f: torch.Tensor) -> torch.Tensor:
-        """(B, nz, nx) interior view of a (B, nzs, nxs) storage-grid field."""
-        o = self.pml + self.n
-        return f[:, o:o + self.g.nz, o:o + self.g.nx]
 
 
 def _empty(dev) -> torch.Tensor:
@@ -149,15 +180,15 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
     lam, lp = pb.zeros_state(), pb.zeros_state()
     px, pz = pb.zeros_strips()
     zx, zz = pb.zeros_strips()
-    grad = torch.zeros(pb.batch, nz, nx, device=pb.dev, dtype=torch.float32)
+    grad = pb.shot_field(nz, nx)
     gr = grad_record.to(torch.float32).contiguous()
     empty = _empty(pb.dev)
     saved = saved.pop()
     if strategy == "boundary":
-        ua = torch.zeros(pb.batch, nz + 2 * n, nx + 2 * n, device=pb.dev, dtype=torch.float32)
-        ub = torch.zeros_like(ua)
-        ua[:, n:n + nz, n:n + nx].copy_(saved[0], non_blocking=True)  # the frames may be in host memory
-        ub[:, n:n + nz, n:n + nx].copy_(saved[1], non_blocking=True)
+        ua, ub = pb.shot_field(nz + 2 * n, nx + 2 * n), pb.shot_field(nz + 2 * n, nx + 2 * n)
+        inner = slice(n, n + nz), slice(n, n + nx)
+        pb.set_per_shot(ua, *inner, saved[0])  # the frames may be in host memory
+        pb.set_per_shot(ub, *inner, saved[1])
         saved = None  # the frames now live in ua/ub
     else:
         ua = ub = empty
@@ -174,7 +205,7 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
         if t % 2:
             lam, lp = lp, lam
             ua, ub = ub, ua
-    return grad.sum(0)
+    return grad.sum((0, 3)) if pb.lanes else grad.sum(0)
 
 
 def storage_v2(v: torch.Tensor, prop, n: int) -> torch.Tensor:
