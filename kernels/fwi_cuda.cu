@@ -40,6 +40,26 @@ namespace {
 
 constexpr int BX = 32, BY = 8;  // threads (= cells) of the 2D kernels' blocks
 constexpr int kLanes = 4;       // shots per float4
+// Minimum resident blocks per SM asked of the compiler for the 2D kernels (0: none, the compiler's
+// choice), which caps their registers; build variants with FWI_CUDA_DEFINES (backend.py) to measure
+// others. Note that __launch_bounds__(256, 1) is not "none": it lets k_grad_p1 take 88 registers.
+#ifndef FWI_MINB_MAIN
+#define FWI_MINB_MAIN 0
+#endif
+#ifndef FWI_MINB_GRAD
+#define FWI_MINB_GRAD 0
+#endif
+#ifndef FWI_MINB_ADJ
+#define FWI_MINB_ADJ 0
+#endif
+#define FWI_BOUNDS_0 __launch_bounds__(BX * BY)
+#define FWI_BOUNDS_4 __launch_bounds__(BX * BY, 4)
+#define FWI_BOUNDS_5 __launch_bounds__(BX * BY, 5)
+#define FWI_BOUNDS_6 __launch_bounds__(BX * BY, 6)
+#define FWI_BOUNDS_7 __launch_bounds__(BX * BY, 7)
+#define FWI_BOUNDS_8 __launch_bounds__(BX * BY, 8)
+#define FWI_CAT_(a, b) a##b
+#define FWI_BOUNDS(minb) FWI_CAT_(FWI_BOUNDS_, minb)
 
 // Programmatic dependent launch (see the file comment); no-ops before sm_90.
 __device__ __forceinline__ void pdl_begin() {
@@ -206,7 +226,7 @@ __global__ void k_psi(Grid g, Weights w, const float4* __restrict__ u, float4* _
 // blockIdx.z per thread; blocks whose cells and stencils see no PML cell read no CPML coefficient
 // (L = Ax + Az, the per-cell path's value up to the sign of a zero).
 template <int N>
-__global__ void __launch_bounds__(BX * BY)
+__global__ void FWI_BOUNDS(FWI_MINB_MAIN)
     k_main(Grid g, Tiling t, Weights w, const float* __restrict__ V, const float4* __restrict__ u,
            float4* __restrict__ up, const float4* __restrict__ psix, const float4* __restrict__ psiz,
            float4* __restrict__ zxa, float4* __restrict__ zza, const float* __restrict__ ax,
@@ -327,11 +347,12 @@ __device__ __forceinline__ float4 carry(float b, float4 z, float4 m) { return b 
 // Adjoint CPML quantity Abar at one cell (abar of fwi_common.h, per lane).
 __device__ __forceinline__ float4 abar4(float4 g, float a, float4 zbar) { return g + a * (zbar + g); }
 
-// Gradient dJ/dV += (mu / V)(L + f delta_src) and, for the boundary strategy, the reconstruction
+// Gradient sum of mu (L + f delta_src) (k_grad_scale divides it by V at the end) and, for the
+// boundary strategy, the reconstruction
 // u^{n-1} = 2 u^n - u^{n+1} + V (L + f delta_src) into the frame ua (frame index kh) on interior
 // cells; adjoint pass 1 (with the lazy pass 3) on PML cells. One cell of quad blockIdx.z per thread.
 template <int N>
-__global__ void __launch_bounds__(BX * BY)
+__global__ void FWI_BOUNDS(FWI_MINB_GRAD)
     k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
               const float4* __restrict__ lam, float4* __restrict__ px, float4* __restrict__ pz, Lazy z3,
               const float* __restrict__ ax, const float* __restrict__ az, float4* __restrict__ grad,
@@ -377,7 +398,7 @@ __global__ void __launch_bounds__(BX * BY)
       }
     }
     const int kg = (q * g.nz + zi) * g.nx + xi;
-    grad[kg] = grad[kg] + gsum / vk;
+    grad[kg] = grad[kg] + gsum;  // divided by V once, by k_grad_scale after the last step
     if (boundary) ua[kh] = unew;
     return;
   }
@@ -426,7 +447,7 @@ __global__ void __launch_bounds__(BX * BY)
 // the other axes the block stages shared-memory tiles: Abar_x and a_x pbar_x (x halo), Abar_z and
 // a_z pbar_z (z halo).
 template <int N>
-__global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Tiling t, Weights w, const float* __restrict__ V,
+__global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w, const float* __restrict__ V,
                                                       const float4* __restrict__ lam, float4* __restrict__ lp,
                                                       const float4* __restrict__ px, const float4* __restrict__ pz,
                                                       const float4* __restrict__ zx, const float4* __restrict__ zz,
@@ -509,6 +530,18 @@ __global__ void __launch_bounds__(BX * BY) k_adj_main(Grid g, Tiling t, Weights 
     sz = d2v<N>(lam + k, g.nxs, w);
   }
   lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
+}
+
+// dJ/dV = (sum over steps of mu (L + f delta_src)) / V: k_grad_p1 accumulates the sum (mu = V lam),
+// and this divides once, after the backward's last step (n = 0), instead of every step.
+__global__ void k_grad_scale(Grid g, const float* __restrict__ V, float4* __restrict__ grad) {
+  pdl_begin();
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= g.nz * g.nx) return;
+  const int lo = g.n + g.p, zi = e / g.nx, xi = e % g.nx;
+  const float vk = V[(zi + lo) * g.nxs + xi + lo];
+  const int kg = blockIdx.y * g.nz * g.nx + e;
+  grad[kg] = grad[kg] / vk;
 }
 
 inline void check_launch(cudaError_t err) {
@@ -628,6 +661,8 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
     std::swap(zxr, zxc);
     std::swap(zzr, zzc);
   }
+  if (a.nsteps > 0 && a.n0 == 0)
+    launch(k_grad_scale, dim3((g.nz * g.nx + 255) / 256, g.Q), dim3(256), g, a.v2dt2, grad);
   if (zxr != f4p(a.zx)) {  // odd step count: the raw strips end in the scratch buffers
     const size_t w2 = static_cast<size_t>(2 * (g.p + 2 * N)), cells = static_cast<size_t>(g.Q) * kLanes * w2;
     check_launch(cudaMemcpyAsync(a.zx, zxr, sizeof(float) * cells * g.nzs, cudaMemcpyDeviceToDevice, st));

@@ -48,12 +48,19 @@ def _sources(with_cuda: bool) -> list[Path]:
     return src
 
 
-def _digest(paths: list[Path]) -> str:
+def _digest(paths: list[Path], flags: list[str] | None = None) -> str:
     h = hashlib.sha1()
     for p in sorted(paths) + sorted(kernel_dir().glob("*.h")):
         h.update(p.read_bytes())
     h.update(torch.__version__.encode())
+    h.update(" ".join(flags or []).encode())
     return h.hexdigest()[:10]
+
+
+def _cuda_defines() -> list[str]:
+    """Extra nvcc flags from ``FWI_CUDA_DEFINES`` (space-separated, e.g. ``-DFWI_MINB_MAIN=6``):
+    a developer knob to build and measure kernel variants; part of the build's name."""
+    return os.environ.get("FWI_CUDA_DEFINES", "").split()
 
 
 def _cflags() -> list[str]:
@@ -90,7 +97,7 @@ def load(device: torch.device | str = "cpu"):
         except Exception as exc:  # pragma: no cover - torch without cpp_extension
             raise BackendUnavailableError(f"torch.utils.cpp_extension unavailable: {exc}") from exc
         sources = _sources(with_cuda)
-        name = f"fwi_kernels_{key}_{_digest(sources)}"
+        name = f"fwi_kernels_{key}_{_digest(sources, _cuda_defines() if with_cuda else [])}"
         kwargs = dict(
             name=name,
             sources=[str(s) for s in sources],
@@ -101,7 +108,7 @@ def load(device: torch.device | str = "cpu"):
             verbose=os.environ.get("FWI_BUILD_VERBOSE") == "1",
         )
         if with_cuda:
-            kwargs["extra_cuda_cflags"] = ["-O3", "-DFWI_WITH_CUDA", "-lineinfo", "-std=c++17"]
+            kwargs["extra_cuda_cflags"] = ["-O3", "-DFWI_WITH_CUDA", "-lineinfo", "-std=c++17"] + _cuda_defines()
         try:
             cpp_extension.load(**kwargs)
         except Exception as exc:
