@@ -347,15 +347,16 @@ __device__ __forceinline__ float4 carry(float b, float4 z, float4 m) { return b 
 // Adjoint CPML quantity Abar at one cell (abar of fwi_common.h, per lane).
 __device__ __forceinline__ float4 abar4(float4 g, float a, float4 zbar) { return g + a * (zbar + g); }
 
-// Gradient sum of mu (L + f delta_src) (k_grad_scale divides it by V at the end) and, for the
-// boundary strategy, the reconstruction
+// Gradient: the sum over steps and over the quad's four shots of mu (L + f delta_src), one (nz, nx)
+// plane per quad (k_grad_scale divides it by V at the end), and, for the boundary strategy, the
+// reconstruction
 // u^{n-1} = 2 u^n - u^{n+1} + V (L + f delta_src) into the frame ua (frame index kh) on interior
 // cells; adjoint pass 1 (with the lazy pass 3) on PML cells. One cell of quad blockIdx.z per thread.
 template <int N>
 __global__ void FWI_BOUNDS(FWI_MINB_GRAD)
     k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,
               const float4* __restrict__ lam, float4* __restrict__ px, float4* __restrict__ pz, Lazy z3,
-              const float* __restrict__ ax, const float* __restrict__ az, float4* __restrict__ grad,
+              const float* __restrict__ ax, const float* __restrict__ az, float* __restrict__ grad,
               float4* __restrict__ ua, const float4* __restrict__ ub, const float* __restrict__ lap,
               const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt, int n) {
   pdl_begin();
@@ -397,8 +398,8 @@ __global__ void FWI_BOUNDS(FWI_MINB_GRAD)
         lane(unew, l) += vk * f;
       }
     }
-    const int kg = (q * g.nz + zi) * g.nx + xi;
-    grad[kg] = grad[kg] + gsum;  // divided by V once, by k_grad_scale after the last step
+    const int kg = (q * g.nz + zi) * g.nx + xi;  // one plane per quad: its four shots summed
+    grad[kg] += ((gsum.x + gsum.y) + (gsum.z + gsum.w));  // divided by V once, by k_grad_scale
     if (boundary) ua[kh] = unew;
     return;
   }
@@ -534,7 +535,7 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
 
 // dJ/dV = (sum over steps of mu (L + f delta_src)) / V: k_grad_p1 accumulates the sum (mu = V lam),
 // and this divides once, after the backward's last step (n = 0), instead of every step.
-__global__ void k_grad_scale(Grid g, const float* __restrict__ V, float4* __restrict__ grad) {
+__global__ void k_grad_scale(Grid g, const float* __restrict__ V, float* __restrict__ grad) {
   pdl_begin();
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= g.nz * g.nx) return;
@@ -643,7 +644,8 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
            static_cast<int>(a.n0 + a.nsteps - 1), ring_at(a.nsteps - 1), ub);
   const int xrows = static_cast<int>((sblocks + ggrid.x - 1) / ggrid.x);  // extra block rows of k_grad_p1
   float4 *zxr = f4p(a.zx), *zzr = f4p(a.zz), *zxc = f4p(a.zx2), *zzc = f4p(a.zz2);  // raw and carried zbar strips
-  float4 *px = f4p(a.px), *pz = f4p(a.pz), *grad = f4p(a.grad);
+  float4 *px = f4p(a.px), *pz = f4p(a.pz);
+  float* grad = a.grad;  // (Q, nz, nx): the shots of a quad summed
   for (int64_t s = a.nsteps - 1; s >= 0; --s) {
     const int n = static_cast<int>(a.n0 + s);
     const float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;

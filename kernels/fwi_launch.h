@@ -142,7 +142,9 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
   check_field(lamprev, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "lamprev");
   check_strips(px, pz, a.d, n, lanes, "pbar");
   check_strips(zx, zz, a.d, n, lanes, "zbar");
-  TORCH_CHECK(grad.numel() == slots * a.d.nz * a.d.nx, "fwi: grad must hold one (nz, nx) plane per shot slot");
+  // CUDA sums the four shots of a quad into one plane (fwi_cuda.cu)
+  TORCH_CHECK(grad.numel() == (lanes ? slots / 4 : slots) * a.d.nz * a.d.nx,
+              "fwi: grad must be (B, nz, nx) on the CPU, (ceil(B/4), nz, nx) on CUDA");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.grad_record = grad_record.data_ptr<float>();

@@ -4,8 +4,9 @@
 //                       the boundary ring of u^n (boundary strategy) or the interior L^n (full).
 //   fwi::backward_steps advances the adjoint nsteps steps backwards (steps n0+nsteps-1 .. n0),
 //                       accumulating dJ/d(v dt)^2 per shot, reconstructing u (boundary strategy).
-//                       (The CUDA kernels accumulate V dJ/dV and divide by V in the call that
-//                       reaches step 0, so the gradient is complete only after that call.)
+//                       (The CUDA kernels sum the four shots of a quad into one (nz, nx) plane,
+//                       accumulate V dJ/dV and divide by V in the call that reaches step 0, so
+//                       the gradient is complete only after that call.)
 // Both swap their leapfrog buffer pairs once per step: after an odd nsteps the caller swaps.
 #include <torch/extension.h>
 

@@ -408,9 +408,9 @@ def test_compiled_shot_group_size_follows_the_l2_cache_and_the_environment(monke
     h200 = SimpleNamespace(L2_cache_size=60 * 2**20)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: h200)
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert compiled.shot_group_size(seed, 20, cuda, env={}) == 12  # -> groups of 10 + 10
+    assert compiled.shot_group_size(seed, 20, cuda, env={}) == 12  # -> groups of 12 + 8 on CUDA
     assert compiled.shot_group_size(seed, 8, cuda, env={}) == 8  # the seed batch: one pass
-    assert compiled.shot_group_size(big, 8, cuda, env={}) == 5  # -> groups of 4 + 4
+    assert compiled.shot_group_size(big, 8, cuda, env={}) == 4  # 5 fit; whole quads -> 4 + 4
     assert compiled.shot_group_size(seed, 20, cpu, env={}) == 20
     assert compiled.shot_group_size(seed, 20, cuda, env={"FWI_SHOT_GROUP": "off"}) == 20
     assert compiled.shot_group_size(seed, 20, cpu, env={"FWI_SHOT_GROUP": " 3 "}) == 3
@@ -421,6 +421,9 @@ def test_compiled_shot_group_size_follows_the_l2_cache_and_the_environment(monke
             compiled.shot_group_size(seed, 20, cpu, env={"FWI_SHOT_GROUP": bad})
     assert [(s.start, s.stop) for s in compiled.group_slices(20, 12)] == [(0, 10), (10, 20)]
     assert [(s.start, s.stop) for s in compiled.group_slices(5, 2)] == [(0, 2), (2, 4), (4, 5)]
+    assert [(s.start, s.stop) for s in compiled.group_slices(20, 12, 4)] == [(0, 12), (12, 20)]
+    assert [(s.start, s.stop) for s in compiled.group_slices(8, 4, 4)] == [(0, 4), (4, 8)]
+    assert [(s.start, s.stop) for s in compiled.group_slices(13, 8, 4)] == [(0, 8), (8, 13)]
 
 
 @pytest.mark.parametrize("batch", [1, 3, 4, 6])

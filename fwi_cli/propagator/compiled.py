@@ -28,6 +28,7 @@ GPU_CHUNK = 64  # steps per kernel call when the ring stays on the device
 HOST_CHUNK = 64  # steps per kernel call for the cpu/disk tiers (they move K-step blocks inside)
 GROUP_ENV = "FWI_SHOT_GROUP"  # "auto" (default), "off", or the most shots per group
 L2_SHARE = 0.5  # on CUDA, a group's forward fields should fit in this share of the L2 cache
+LANES = 4  # shots per float4 in the CUDA kernels (fwi_cuda.cu, "Shots in lanes")
 
 
 class _Problem:
@@ -180,7 +181,8 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
     lam, lp = pb.zeros_state(), pb.zeros_state()
     px, pz = pb.zeros_strips()
     zx, zz = pb.zeros_strips()
-    grad = pb.shot_field(nz, nx)
+    # per shot on the CPU; on CUDA one plane per quad of shots (the kernels sum a quad's four)
+    grad = torch.zeros((pb.quads if pb.lanes else pb.batch, nz, nx), device=pb.dev, dtype=torch.float32)
     gr = grad_record.to(torch.float32).contiguous()
     empty = _empty(pb.dev)
     saved = saved.pop()
@@ -205,7 +207,7 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
         if t % 2:
             lam, lp = lp, lam
             ua, ub = ub, ua
-    return grad.sum((0, 3)) if pb.lanes else grad.sum(0)
+    return grad.sum(0)
 
 
 def storage_v2(v: torch.Tensor, prop, n: int) -> torch.Tensor:
@@ -310,7 +312,8 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
     for bit; the gradient equals it up to the order of the fp32 sum over shots.
 
     ``FWI_SHOT_GROUP`` overrides the choice: ``auto`` (default: on CUDA, as many shots as fit
-    in ``L2_SHARE`` of the L2 cache, at least one; on CPU, the whole batch), ``off`` (the
+    in ``L2_SHARE`` of the L2 cache, at least one, rounded down to whole quads of four shots
+    when that splits the batch; on CPU, the whole batch), ``off`` (the
     whole batch), or a positive integer (at most that many shots per group, on any device).
 
     Raises:
@@ -327,7 +330,10 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
         l2 = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0)
         if l2 <= 0:
             return batch
-        return max(1, min(batch, int(L2_SHARE * l2) // forward_bytes_per_shot(prop.geometry)))
+        size = max(1, min(batch, int(L2_SHARE * l2) // forward_bytes_per_shot(prop.geometry)))
+        if size < batch and size >= LANES:  # whole quads of shots (the kernels step four at a time)
+            size -= size % LANES
+        return size
     if value == "off":
         return batch
     try:
@@ -340,13 +346,19 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
     return min(batch, size)
 
 
-def group_slices(batch: int, size: int) -> list[slice]:
-    """``ceil(batch / size)`` contiguous groups of nearly equal sizes (the larger first)."""
+def group_slices(batch: int, size: int, multiple: int = 1) -> list[slice]:
+    """``ceil(batch / size)`` contiguous groups of nearly equal sizes (the larger first).
+
+    With ``multiple`` > 1 (a divisor of ``size``) every group but the last holds a multiple of
+    that many shots: on CUDA the kernels step shots four at a time, so 20 shots in groups of
+    at most 12 go as 12 + 8 rather than 10 + 10 (3 + 2 quads of shots instead of 3 + 3).
+    """
     count = -(-batch // size)
-    base, extra = divmod(batch, count)
+    units = -(-batch // multiple)
+    base, extra = divmod(units, count)
     out, start = [], 0
     for k in range(count):
-        stop = start + base + (1 if k < extra else 0)
+        stop = min(batch, start + multiple * (base + (1 if k < extra else 0)))
         out.append(slice(start, stop))
         start = stop
     return out
@@ -382,7 +394,8 @@ def run(prop, v: torch.Tensor, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: t
     if size >= batch:
         return _run_pass(prop, v, v2dt2, w, src_flat, rec_flat, cpml, needs_grad)
     records, reports, sizes = [], [], []
-    for sl in group_slices(batch, size):
+    lanes = LANES if v2dt2.device.type == "cuda" and size % LANES == 0 else 1
+    for sl in group_slices(batch, size, lanes):
         records.append(_run_pass(prop, v, v2dt2, w[sl], src_flat[sl], rec_flat[sl], cpml,
                                  needs_grad))
         reports.append(prop.last_memory)
