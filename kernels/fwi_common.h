@@ -25,6 +25,8 @@
 // and dJ/dV += lam * (L + f^n delta_src) on interior cells.
 #pragma once
 
+#include <math.h>
+
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -109,6 +111,23 @@ FWI_HD void ring_cell(int64_t q, int64_t n, int64_t nz, int64_t nx, int64_t off,
 FWI_HD int64_t storage_index(int64_t padded_flat, int64_t nxp, int64_t nxs, int64_t n) {
   return (padded_flat / nxp + n) * nxs + (padded_flat % nxp + n);
 }
+
+// int8 ring codec (fwi_cli/storage/codecs.py, Int8Codec): one fp32 scale per block of
+// kCodecBlock consecutive cells of a (step, shot) row, scale = absmax / 127, and codes
+// clamp(rint(x / s), -127, 127) with s = scale, or 1 for an all-zero block; decoding is
+// code * scale. Used by the fused codec ops (fwi_codec.cpp, fwi_codec_cuda.cu).
+constexpr int kCodecBlock = 256;
+FWI_HD float int8_scale(float absmax) { return absmax / 127.f; }
+FWI_HD int8_t int8_code(float x, float scale) {
+  const float s = scale > 0.f ? scale : 1.f;
+  return static_cast<int8_t>(fminf(fmaxf(rintf(x / s), -127.f), 127.f));
+}
+
+// Launchers of the fused int8 codec on CUDA (fwi_codec_cuda.cu): rows (step, shot) of C cells,
+// x/out (rows, C) float32, codes (rows, C) int8, scale (rows, ceil(C / kCodecBlock)).
+void int8_encode_cuda(const float* x, int8_t* codes, float* scale, int64_t rows, int64_t cells, void* stream);
+void int8_decode_cuda(const int8_t* codes, const float* scale, float* out, int64_t rows, int64_t cells,
+                      void* stream);
 
 struct StepArgs {
   Dims d;

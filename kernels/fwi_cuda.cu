@@ -74,7 +74,6 @@ __device__ __forceinline__ float4 operator+(float4 a, float4 b) { return {a.x + 
 __device__ __forceinline__ float4 operator-(float4 a, float4 b) { return {a.x - b.x, a.y - b.y, a.z - b.z, a.w - b.w}; }
 __device__ __forceinline__ float4 operator*(float s, float4 a) { return {s * a.x, s * a.y, s * a.z, s * a.w}; }
 __device__ __forceinline__ float4 operator*(float4 a, float4 b) { return {a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w}; }
-__device__ __forceinline__ float4 operator/(float4 a, float s) { return {a.x / s, a.y / s, a.z / s, a.w / s}; }
 __device__ __forceinline__ float4 zero4() { return {0.f, 0.f, 0.f, 0.f}; }
 __device__ __forceinline__ float4 mul_rn(float s, float4 a) {
   return {__fmul_rn(s, a.x), __fmul_rn(s, a.y), __fmul_rn(s, a.z), __fmul_rn(s, a.w)};

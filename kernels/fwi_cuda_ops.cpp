@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include "fwi_codec.h"
 #include "fwi_launch.h"
 
 namespace fwi {
@@ -38,11 +39,29 @@ void backward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at
   backward_cuda(a, c10::cuda::getCurrentCUDAStream(lam.device().index()).stream());
 }
 
+void encode_int8_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale) {
+  const int64_t cells = check_codec(x, codes, scale);
+  if (cells == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  int8_encode_cuda(x.data_ptr<float>(), codes.data_ptr<int8_t>(), scale.data_ptr<float>(), x.numel() / cells, cells,
+                   c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+}
+
+void decode_int8_cuda(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& out) {
+  const int64_t cells = check_codec(out, codes, scale);
+  if (cells == 0) return;
+  const c10::cuda::CUDAGuard guard(out.device());
+  int8_decode_cuda(codes.data_ptr<int8_t>(), scale.data_ptr<float>(), out.data_ptr<float>(), out.numel() / cells,
+                   cells, c10::cuda::getCurrentCUDAStream(out.device().index()).stream());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fwi, CUDA, m) {
   m.impl("forward_steps", &forward_steps_cuda);
   m.impl("backward_steps", &backward_steps_cuda);
+  m.impl("ring_encode_int8", &encode_int8_cuda);
+  m.impl("ring_decode_int8", &decode_int8_cuda);
 }
 
 }  // namespace fwi

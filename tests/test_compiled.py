@@ -449,3 +449,37 @@ def test_compiled_lanes_layout_round_trips_per_shot_fields(batch):
     assert f.abs().sum() == x.abs().sum()  # nothing outside the window, padded lanes zero
     strips = pb.zeros_strips()
     assert strips[0].shape == (pb.quads, 16, 14, 4) and strips[1].shape == (pb.quads, 14, 19, 4)  # 2W = 14
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_fused_int8_codec_matches_the_torch_codec(device):
+    """fwi::ring_encode_int8 / ring_decode_int8 give the torch codec's codes and scales (the
+    scale to its last bit, the codes to one step where that bit moves a rounding), decode the
+    same parts to the same values, and keep the error within absmax/254 per block, including an
+    all-zero block, a single spike and a short last block."""
+    from fwi_cli.propagator import backend
+    from fwi_cli.storage.codecs import FusedInt8Codec, Int8Codec, get_codec
+
+    lib = backend.load(device)
+    assert isinstance(get_codec("int8", lib), FusedInt8Codec) and type(get_codec("int8")) is Int8Codec
+    gen = torch.Generator().manual_seed(0)
+    t, b, c = 3, 2, 700  # blocks of 256, 256, 188 cells per row
+    x = torch.randn(t, b, c, generator=gen) * torch.logspace(-6, 2, c)
+    x[0, 0, :256] = 0.0
+    x[1, 1, 256:512] = 0.0
+    x[1, 1, 300] = 1e3
+    x = x.to(device)
+    ref, fused = Int8Codec(), FusedInt8Codec(lib)
+    pr, pf = ref.allocate(t, b, c, x.device), fused.allocate(t, b, c, x.device)
+    ref.encode(x, pr)
+    fused.encode(x, pf)
+    torch.testing.assert_close(pf[1], pr[1], rtol=2.0**-23, atol=0.0)  # scales, within one ulp
+    dc = (pf[0].int() - pr[0].int()).abs()
+    assert int(dc.max()) <= 1 and float((dc == 0).float().mean()) > 0.999
+    assert torch.equal(fused.decode(pr), ref.decode(pr))
+    y = fused.decode(pf)
+    err = (y - x).abs().reshape(t, b, -1)
+    for k, (lo, hi) in enumerate([(0, 256), (256, 512), (512, 700)]):
+        amax = x[..., lo:hi].abs().amax(-1)
+        assert bool((err[..., lo:hi].amax(-1) <= amax / 254 * (1 + 1e-6)).all()), k
+    assert float(y[0, 0, :256].abs().max()) == 0.0 and float(pf[1][0, 0, 0]) == 0.0

@@ -42,7 +42,7 @@ def kernel_dir() -> Path:
 
 def _sources(with_cuda: bool) -> list[Path]:
     d = kernel_dir()
-    src = [d / "fwi_ops.cpp", d / "fwi_cpu.cpp"]
+    src = [d / "fwi_ops.cpp", d / "fwi_cpu.cpp", d / "fwi_codec.cpp"]
     if with_cuda:
         src += [d / "fwi_cuda_ops.cpp"] + sorted(d.glob("*.cu"))
     return src

@@ -240,7 +240,7 @@ class _CompiledFunction(torch.autograd.Function):
             from fwi_cli.storage import make_ring_store
 
             bo = prop.memory.boundary
-            store = make_ring_store(pb.nt, pb.batch, pb.g.ring_cells, pb.dev, bo)
+            store = make_ring_store(pb.nt, pb.batch, pb.g.ring_cells, pb.dev, bo, kernels=lib)
             # off-device tiers keep the seed frames off the device too
             host_frames, pinned = bo.storage != "gpu" and pb.dev.type == "cuda", bool(bo.pinned_memory)
         try:

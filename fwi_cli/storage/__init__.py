@@ -53,7 +53,7 @@ __all__ = [
 
 
 def make_ring_store(
-    nt: int, batch: int, cells: int, device, options: BoundaryOptions | None = None
+    nt: int, batch: int, cells: int, device, options: BoundaryOptions | None = None, kernels=None
 ) -> RingStore:
     """The ring store ``options`` asks for.
 
@@ -64,6 +64,8 @@ def make_ring_store(
         device: compute device (torch.device or its name).
         options: tier, dtype, transfer interval, pinning, disk directory; None: defaults
             (gpu tier, fp32).
+        kernels: the loaded compiled ops (``torch.ops.fwi``) or None; with them the int8 codec
+            runs as one fused kernel each way (:class:`~fwi_cli.storage.codecs.FusedInt8Codec`).
 
     Raises:
         FwiArgumentError: unknown tier or dtype, transfer_interval < 1, bad sizes.
@@ -71,7 +73,7 @@ def make_ring_store(
     """
     if options is None:
         options = BoundaryOptions()
-    codec = get_codec(options.storage_dtype)
+    codec = get_codec(options.storage_dtype, kernels)
     k = options.transfer_interval
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise FwiArgumentError(

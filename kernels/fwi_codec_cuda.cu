@@ -1,0 +1,65 @@
+// Fused int8 ring codec on CUDA: one launch encodes a whole chunk (T, B, C) of ring values into
+// int8 codes and per-block scales, one decodes it (math in fwi_common.h). They replace the ~10
+// torch kernels per chunk of the Python codec (fwi_cli/storage/codecs.py) when the compiled
+// kernels are loaded. Needs only the CUDA toolkit (compile-checked in CI without a GPU).
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "fwi_common.h"
+
+namespace fwi {
+namespace {
+
+// One block of kCodecBlock threads per (row, codec block): the block's absmax by warp shuffles
+// and shared memory, then each thread codes its cell.
+__global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ codes, float* __restrict__ scale,
+                              int64_t cells, int nblk) {
+  __shared__ float wmax[kCodecBlock / 32];
+  const int64_t row = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
+  const float v = c < cells ? x[row * cells + c] : 0.f;
+  float m = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = wmax[0];
+#pragma unroll
+  for (int w = 1; w < kCodecBlock / 32; ++w) m = fmaxf(m, wmax[w]);
+  const float s = int8_scale(m);
+  if (threadIdx.x == 0) scale[row * nblk + blockIdx.y] = s;
+  if (c < cells) codes[row * cells + c] = int8_code(v, s);
+}
+
+__global__ void k_int8_decode(const int8_t* __restrict__ codes, const float* __restrict__ scale,
+                              float* __restrict__ out, int64_t cells, int nblk) {
+  const int64_t row = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
+  if (c < cells) out[row * cells + c] = static_cast<float>(codes[row * cells + c]) * scale[row * nblk + blockIdx.y];
+}
+
+void check(cudaError_t err) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fwi: CUDA codec launch failed: ") + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+void int8_encode_cuda(const float* x, int8_t* codes, float* scale, int64_t rows, int64_t cells, void* stream) {
+  const int nblk = static_cast<int>((cells + kCodecBlock - 1) / kCodecBlock);
+  if (rows == 0 || nblk == 0) return;
+  k_int8_encode<<<dim3(static_cast<unsigned>(rows), nblk), kCodecBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+      x, codes, scale, cells, nblk);
+  check(cudaGetLastError());
+}
+
+void int8_decode_cuda(const int8_t* codes, const float* scale, float* out, int64_t rows, int64_t cells,
+                      void* stream) {
+  const int nblk = static_cast<int>((cells + kCodecBlock - 1) / kCodecBlock);
+  if (rows == 0 || nblk == 0) return;
+  k_int8_decode<<<dim3(static_cast<unsigned>(rows), nblk), kCodecBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+      codes, scale, out, cells, nblk);
+  check(cudaGetLastError());
+}
+
+}  // namespace fwi
