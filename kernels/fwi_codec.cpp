@@ -6,6 +6,8 @@
 //   fwi::ring_decode_int8(codes, scale, out)  out (T, B, C) float32 = code * scale of its block
 #include "fwi_codec.h"
 
+#include <cmath>
+
 namespace fwi {
 
 int64_t check_codec(const at::Tensor& values, const at::Tensor& codes, const at::Tensor& scale) {
@@ -36,8 +38,12 @@ void encode_cpu(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& 
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t a = k * kCodecBlock, b = std::min(cells, a + kCodecBlock);
       float m = 0.f;
-      for (int64_t c = a; c < b; ++c) m = fmaxf(m, fabsf(xp[r * cells + c]));
-      const float s = int8_scale(m);
+      bool finite = true;
+      for (int64_t c = a; c < b; ++c) {
+        finite = finite && std::isfinite(xp[r * cells + c]);
+        m = fmaxf(m, fabsf(xp[r * cells + c]));
+      }
+      const float s = int8_scale(m, finite);
       sp[r * nblk + k] = s;
       for (int64_t c = a; c < b; ++c) cp[r * cells + c] = int8_code(xp[r * cells + c], s);
     }

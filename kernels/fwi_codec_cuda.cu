@@ -20,6 +20,7 @@ __global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ 
   const int64_t row = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
   const float v = c < cells ? x[row * cells + c] : 0.f;
+  const bool finite = __syncthreads_and(isfinite(v)) != 0;
   float m = fabsf(v);
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = m;
@@ -27,7 +28,7 @@ __global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ 
   m = wmax[0];
 #pragma unroll
   for (int w = 1; w < kCodecBlock / 32; ++w) m = fmaxf(m, wmax[w]);
-  const float s = int8_scale(m);
+  const float s = int8_scale(m, finite);
   if (threadIdx.x == 0) scale[row * nblk + blockIdx.y] = s;
   if (c < cells) codes[row * cells + c] = int8_code(v, s);
 }

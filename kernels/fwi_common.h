@@ -85,6 +85,8 @@ FWI_HD float abar(float g, float a, float zbar) { return g + a * (zbar + g); }
 //   x fields (psi_x, zeta_x and their adjoints): (B, nzs, 2W), storage columns [0, W) and
 //     [nxs - W, nxs) of every storage row; column j -> xs_col(j).
 //   z fields: (B, 2W, nxs), storage rows [0, W) and [nzs - W, nzs); row i -> zs_row(i).
+// (Per-shot shapes as the CPU stores them; CUDA interleaves four shots per cell, (ceil(B/4), ...,
+// 4): fwi_cuda.cu, "Shots in lanes".)
 // A PML cell's stencil (N cells either side) stays inside its strip, whose cells outside the
 // PML (halo and the first N interior cells) are never written and stay zero. Needs nx, nz >= 2N.
 FWI_HD int64_t strip_width(int64_t p, int64_t n) { return p + 2 * n; }
@@ -115,9 +117,11 @@ FWI_HD int64_t storage_index(int64_t padded_flat, int64_t nxp, int64_t nxs, int6
 // int8 ring codec (fwi_cli/storage/codecs.py, Int8Codec): one fp32 scale per block of
 // kCodecBlock consecutive cells of a (step, shot) row, scale = absmax / 127, and codes
 // clamp(rint(x / s), -127, 127) with s = scale, or 1 for an all-zero block; decoding is
-// code * scale. Used by the fused codec ops (fwi_codec.cpp, fwi_codec_cuda.cu).
+// code * scale. A block holding a NaN or an infinity gets a NaN scale, so it decodes to NaN
+// (as the torch codec's block does): a non-finite value never comes back finite. Used by the
+// fused codec ops (fwi_codec.cpp, fwi_codec_cuda.cu).
 constexpr int kCodecBlock = 256;
-FWI_HD float int8_scale(float absmax) { return absmax / 127.f; }
+FWI_HD float int8_scale(float absmax, bool finite) { return finite ? absmax / 127.f : nanf(""); }
 FWI_HD int8_t int8_code(float x, float scale) {
   const float s = scale > 0.f ? scale : 1.f;
   return static_cast<int8_t>(fminf(fmaxf(rintf(x / s), -127.f), 127.f));
@@ -150,7 +154,8 @@ struct AdjArgs {
   const float *v2dt2, *ax, *bx, *az, *bz, *wavelet, *grad_record;
   const int64_t *src, *rec;
   float *lam, *lamprev, *px, *pz, *zx, *zz, *grad;  // lam/lamprev hold mu = V lam (both builds)
-  float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N), boundary strategy
+  float *ua, *ub;     // reconstruction frames (B, nz+2N, nx+2N; CUDA in lanes), boundary strategy
+                      // grad: (B, nz, nx) on the CPU, (ceil(B/4), nz, nx) on CUDA (a quad's shots summed)
   float *zx2, *zz2;   // CUDA: scratch zbar strips (same shapes as zx, zz), see fwi_cuda.cu
   const float* ring;  // (T, B, C) boundary strategy
   const float* lap;   // (T, B, nz, nx) full strategy

@@ -60,6 +60,10 @@ constexpr int kLanes = 4;       // shots per float4
 #define FWI_BOUNDS_8 __launch_bounds__(BX * BY, 8)
 #define FWI_CAT_(a, b) a##b
 #define FWI_BOUNDS(minb) FWI_CAT_(FWI_BOUNDS_, minb)
+#define FWI_MINB_OK(v) ((v) == 0 || ((v) >= 4 && (v) <= 8))
+#if !FWI_MINB_OK(FWI_MINB_MAIN) || !FWI_MINB_OK(FWI_MINB_GRAD) || !FWI_MINB_OK(FWI_MINB_ADJ)
+#error "FWI_MINB_MAIN / FWI_MINB_GRAD / FWI_MINB_ADJ must be 0 (no bound) or 4..8"
+#endif
 
 // Programmatic dependent launch (see the file comment); no-ops before sm_90.
 __device__ __forceinline__ void pdl_begin() {
@@ -102,7 +106,9 @@ inline Grid make_grid(const Dims& d, int n) {
          static_cast<int>(d.nzp + 2 * n), static_cast<int>(d.nxp + 2 * n), 0, n, static_cast<int>(d.p + 2 * n)};
   g.plane = g.nzs * g.nxs;
   if (static_cast<int64_t>(g.plane) * g.Q * kLanes >= (int64_t{1} << 31))
-    throw std::runtime_error("fwi: grid too large for 32-bit indexing on the GPU; use fewer shots per batch");
+    throw std::runtime_error(
+        "fwi: grid too large for 32-bit indexing on the GPU; use fewer shots per call (FWI_SHOT_GROUP=N steps at "
+        "most N shots at a time)");
   return g;
 }
 
@@ -348,9 +354,8 @@ __device__ __forceinline__ float4 abar4(float4 g, float a, float4 zbar) { return
 
 // Gradient: the sum over steps and over the quad's four shots of mu (L + f delta_src), one (nz, nx)
 // plane per quad (k_grad_scale divides it by V at the end), and, for the boundary strategy, the
-// reconstruction
-// u^{n-1} = 2 u^n - u^{n+1} + V (L + f delta_src) into the frame ua (frame index kh) on interior
-// cells; adjoint pass 1 (with the lazy pass 3) on PML cells. One cell of quad blockIdx.z per thread.
+// reconstruction u^{n-1} = 2 u^n - u^{n+1} + V (L + f delta_src) into the frame ua (frame index kh)
+// on interior cells; adjoint pass 1 (with the lazy pass 3) on PML cells. One cell of quad blockIdx.z per thread.
 template <int N>
 __global__ void FWI_BOUNDS(FWI_MINB_GRAD)
     k_grad_p1(Grid g, Tiling t, Weights w, bool boundary, const float* __restrict__ V,

@@ -31,21 +31,34 @@ inline void check_f32(const at::Tensor& t, const char* name, const at::Device& d
 }
 
 // Per-shot fields come in one of two layouts: (B, rows, cols) on the CPU, and on CUDA four shots
-// interleaved, (ceil(B/4), rows, cols, 4) (fwi_cuda.cu, "Shots in lanes"). `slots` is the number
-// of shot planes a field holds (B, or 4 ceil(B/4)).
-inline int64_t shot_slots(int64_t b, bool lanes) { return lanes ? 4 * ((b + 3) / 4) : b; }
+// interleaved, (ceil(B/4), rows, cols, 4) (fwi_cuda.cu, "Shots in lanes").
 
 inline void check_field(const at::Tensor& t, int64_t b, bool lanes, int64_t rows, int64_t cols, const char* name) {
   if (lanes) {
     TORCH_CHECK(t.dim() == 4 && t.size(0) == (b + 3) / 4 && t.size(1) == rows && t.size(2) == cols && t.size(3) == 4,
-                "fwi: ", name, " must be (ceil(B/4), ", rows, ", ", cols, ", 4) on CUDA (four shots interleaved)");
+                "fwi: ", name, " must be (ceil(B/4), ", rows, ", ", cols, ", 4) on CUDA (four shots interleaved) for B = ",
+                b, ", got ", t.sizes());
   } else {
-    TORCH_CHECK(t.dim() == 3 && t.size(0) == b && t.size(1) == rows && t.size(2) == cols, "fwi: ", name, " must be (B, ",
-                rows, ", ", cols, ")");
+    TORCH_CHECK(t.dim() == 3 && t.size(0) == b && t.size(1) == rows && t.size(2) == cols, "fwi: ", name, " must be (",
+                b, ", ", rows, ", ", cols, "), got ", t.sizes());
   }
 }
 
-// CPML fields in the compact strip layout of fwi_common.h: x (B, nzs, 2W), z (B, 2W, nxs).
+// A per-shot tensor of exactly `shape` (records, ring chunks, lap: per shot on both devices).
+inline void check_shape(const at::Tensor& t, c10::IntArrayRef shape, const char* name) {
+  TORCH_CHECK(t.sizes() == shape, "fwi: ", name, " must be ", shape, ", got ", t.sizes());
+}
+
+// Source (B) and receiver (B, R) flat indices: int64, on the compute device.
+inline void check_indices(const at::Tensor& src, const at::Tensor& rec, int64_t b, const at::Device& dev) {
+  TORCH_CHECK(src.scalar_type() == at::kLong && rec.scalar_type() == at::kLong, "fwi: indices must be int64");
+  TORCH_CHECK(src.device() == dev && rec.device() == dev, "fwi: source/receiver indices are on the wrong device");
+  TORCH_CHECK(src.numel() == b && src.is_contiguous() && rec.is_contiguous(),
+              "fwi: src must hold one flat index per shot and rec be contiguous (B, R)");
+}
+
+// CPML fields in the compact strip layout of fwi_common.h: x (B, nzs, 2W), z (B, 2W, nxs) per
+// shot (lanes: (ceil(B/4), ..., 4)).
 inline void check_strips(const at::Tensor& x, const at::Tensor& z, const Dims& d, int64_t n, bool lanes,
                          const char* name) {
   const int64_t w2 = 2 * strip_width(d.p, n), nzs = d.nzp + 2 * n, nxs = d.nxp + 2 * n;
@@ -80,7 +93,7 @@ void set_sizes(Args& a, const at::Tensor& field, bool lanes, const at::Tensor& w
 }
 
 // Shapes: v2dt2 (nzs, nxs); ax, bx (nxs); az, bz (nzs); wavelet (B, nt); src (B) and
-// rec (B, R) flat padded indices; u.. (B, nzs, nxs); record (B, nt, R).
+// rec (B, R) flat padded indices; u.. (B, nzs, nxs), on CUDA (ceil(B/4), nzs, nxs, 4); record (B, nt, R).
 inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, const at::Tensor& bx,
                                const at::Tensor& az, const at::Tensor& bz, const at::Tensor& wavelet,
                                const at::Tensor& src, const at::Tensor& rec, const at::Tensor& u,
@@ -91,12 +104,17 @@ inline StepArgs make_step_args(const at::Tensor& v2dt2, const at::Tensor& ax, co
   const auto dev = v2dt2.device();
   for (auto* pr : {&v2dt2, &ax, &bx, &az, &bz, &wavelet, &u, &uprev, &psix, &psiz, &zx, &zz, &record, &ring, &lap})
     check_f32(*pr, "state tensor", dev);
-  TORCH_CHECK(src.scalar_type() == at::kLong && rec.scalar_type() == at::kLong, "fwi: indices must be int64");
   StepArgs a{};
   set_sizes(a, u, lanes, wavelet, rec, n0, nsteps, pml, c2);
-  const int64_t n = a.n_half;
-  TORCH_CHECK(ring.numel() == 0 || ring.size(0) >= nsteps, "fwi: ring chunk too short");
-  TORCH_CHECK(lap.numel() == 0 || lap.size(0) >= nsteps, "fwi: lap chunk too short");
+  check_indices(src, rec, a.d.b, dev);
+  const int64_t n = a.n_half, C = 2 * n * (a.d.nz + a.d.nx);
+  check_shape(record, {a.d.b, a.nt, a.nrec}, "record");
+  TORCH_CHECK(ring.numel() == 0 || (ring.dim() == 3 && ring.size(0) >= nsteps && ring.size(1) == a.d.b &&
+                                    ring.size(2) == C),
+              "fwi: ring chunk must be (T >= nsteps, B, 2N(nz + nx)), got ", ring.sizes());
+  TORCH_CHECK(lap.numel() == 0 || (lap.dim() == 4 && lap.size(0) >= nsteps && lap.size(1) == a.d.b &&
+                                   lap.size(2) == a.d.nz && lap.size(3) == a.d.nx),
+              "fwi: lap chunk must be (T >= nsteps, B, nz, nx), got ", lap.sizes());
   a.w = make_weights(c2, c1);
   check_field(u, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "u");
   check_field(uprev, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "uprev");
@@ -127,15 +145,19 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
     check_f32(*pr, "adjoint tensor", dev);
   AdjArgs a{};
   set_sizes(a, lam, lanes, wavelet, rec, n0, nsteps, pml, c2);
-  const int64_t slots = shot_slots(a.d.b, lanes);
-  const int64_t n = a.n_half;
+  check_indices(src, rec, a.d.b, dev);
+  const int64_t n = a.n_half, C = 2 * n * (a.d.nz + a.d.nx);
   a.boundary = boundary;
+  check_shape(grad_record, {a.d.b, a.nt, a.nrec}, "grad_record");
   if (boundary) {
-    TORCH_CHECK(ring.numel() > 0 && ring.size(0) >= nsteps, "fwi: ring chunk missing or too short");
-    TORCH_CHECK(ua.numel() == slots * (a.d.nz + 2 * n) * (a.d.nx + 2 * n) && ub.numel() == ua.numel(),
-                "fwi: bad reconstruction frame");
+    TORCH_CHECK(ring.dim() == 3 && ring.size(0) >= nsteps && ring.size(1) == a.d.b && ring.size(2) == C,
+                "fwi: ring chunk must be (T >= nsteps, B, 2N(nz + nx)), got ", ring.sizes());
+    check_field(ua, a.d.b, lanes, a.d.nz + 2 * n, a.d.nx + 2 * n, "ua (reconstruction frame)");
+    check_field(ub, a.d.b, lanes, a.d.nz + 2 * n, a.d.nx + 2 * n, "ub (reconstruction frame)");
   } else {
-    TORCH_CHECK(lap.numel() > 0 && lap.size(0) >= nsteps, "fwi: saved laplacian chunk missing");
+    TORCH_CHECK(lap.dim() == 4 && lap.size(0) >= nsteps && lap.size(1) == a.d.b && lap.size(2) == a.d.nz &&
+                    lap.size(3) == a.d.nx,
+                "fwi: saved laplacian chunk must be (T >= nsteps, B, nz, nx), got ", lap.sizes());
   }
   a.w = make_weights(c2, c1);
   check_field(lam, a.d.b, lanes, a.d.nzp + 2 * n, a.d.nxp + 2 * n, "lam");
@@ -143,8 +165,8 @@ inline AdjArgs make_adj_args(const at::Tensor& v2dt2, const at::Tensor& ax, cons
   check_strips(px, pz, a.d, n, lanes, "pbar");
   check_strips(zx, zz, a.d, n, lanes, "zbar");
   // CUDA sums the four shots of a quad into one plane (fwi_cuda.cu)
-  TORCH_CHECK(grad.numel() == (lanes ? slots / 4 : slots) * a.d.nz * a.d.nx,
-              "fwi: grad must be (B, nz, nx) on the CPU, (ceil(B/4), nz, nx) on CUDA");
+  check_shape(grad, {lanes ? (a.d.b + 3) / 4 : a.d.b, a.d.nz, a.d.nx}, lanes ? "grad (one plane per quad of shots)"
+                                                                             : "grad");
   a.v2dt2 = v2dt2.data_ptr<float>(); a.ax = ax.data_ptr<float>(); a.bx = bx.data_ptr<float>();
   a.az = az.data_ptr<float>(); a.bz = bz.data_ptr<float>(); a.wavelet = wavelet.data_ptr<float>();
   a.grad_record = grad_record.data_ptr<float>();

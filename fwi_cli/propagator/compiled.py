@@ -35,7 +35,8 @@ class _Problem:
     """Device tensors and sizes shared by the forward and backward of one call."""
 
     def __init__(self, prop, v2dt2: torch.Tensor, w: torch.Tensor, src_flat: torch.Tensor,
-                 rec_flat: torch.Tensor, cpml) -> None:
+                 rec_flat: torch.Tensor, cpml, lanes: bool | None = None) -> None:
+        # lanes: the CUDA kernels' layout (default: on a CUDA device); tests force it on CPU
         g = prop.geometry
         self.n = g.n_half
         self.g = g
@@ -50,18 +51,18 @@ class _Problem:
         self.src = src_flat[:, 0].contiguous()  # (B,)
         self.rec = rec_flat.contiguous()  # (B, R)
         self.batch = int(w.shape[0])
-        self.lanes = self.dev.type == "cuda"
-        self.quads = -(-self.batch // 4)
+        self.lanes = self.dev.type == "cuda" if lanes is None else bool(lanes)
+        self.quads = -(-self.batch // LANES)
         self.nzs, self.nxs = g.nzp + 2 * n, g.nxp + 2 * n
         self.pml = g.pml
 
     # On CUDA the kernels keep four shots per float4 ("lanes", fwi_cuda.cu): every per-shot
-    # field is (Q, rows, cols, 4) with Q = ceil(B / 4); on the CPU it is (B, rows, cols).
+    # field is (Q, rows, cols, LANES) with Q = ceil(B / LANES); on the CPU it is (B, rows, cols).
 
     def shot_field(self, rows: int, cols: int) -> torch.Tensor:
         """Zeros for one per-shot field of (rows, cols) cells, in the device's layout."""
         if self.lanes:
-            shape = (self.quads, rows, cols, 4)
+            shape = (self.quads, rows, cols, LANES)
         else:
             shape = (self.batch, rows, cols)
         return torch.zeros(shape, device=self.dev, dtype=torch.float32)
@@ -84,16 +85,21 @@ class _Problem:
         if not self.lanes:
             return f
         q, rows, cols, _ = f.shape
-        return f.permute(0, 3, 1, 2).reshape(4 * q, rows, cols)[:self.batch]
+        return f.permute(0, 3, 1, 2).reshape(LANES * q, rows, cols)[:self.batch]
 
     def set_per_shot(self, f: torch.Tensor, rows: slice, cols: slice, value: torch.Tensor) -> None:
-        """Copy (B, r, c) ``value`` into the (rows, cols) window of per-shot field ``f``."""
+        """Copy (B, r, c) ``value`` into the (rows, cols) window of per-shot field ``f``.
+
+        ``value`` may be in (pinned) host memory: it crosses to the device in one contiguous,
+        non-blocking copy, then spreads into the lanes there.
+        """
         if not self.lanes:
             f[:, rows, cols].copy_(value, non_blocking=True)
             return
-        for lane in range(4):
-            part = value[lane::4]  # shots lane, lane + 4, ...
-            f[:part.shape[0], rows, cols, lane].copy_(part, non_blocking=True)
+        value = value.to(f.device, non_blocking=True)
+        for lane in range(LANES):
+            part = value[lane::LANES]  # shots lane, lane + LANES, ...
+            f[:part.shape[0], rows, cols, lane].copy_(part)
 
     def interior(self, f: torch.Tensor) -> torch.Tensor:
         """(B, nz, nx) interior of a storage-grid field (a view on the CPU, a copy with lanes)."""
@@ -312,8 +318,8 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
     for bit; the gradient equals it up to the order of the fp32 sum over shots.
 
     ``FWI_SHOT_GROUP`` overrides the choice: ``auto`` (default: on CUDA, as many shots as fit
-    in ``L2_SHARE`` of the L2 cache, at least one, rounded down to whole quads of four shots
-    when that splits the batch; on CPU, the whole batch), ``off`` (the
+    in ``L2_SHARE`` of the L2 cache, rounded down to whole quads of four shots, at least one
+    quad; on CPU, the whole batch), ``off`` (the
     whole batch), or a positive integer (at most that many shots per group, on any device).
 
     Raises:
@@ -331,9 +337,9 @@ def shot_group_size(prop, batch: int, device: torch.device, env=None) -> int:
         if l2 <= 0:
             return batch
         size = max(1, min(batch, int(L2_SHARE * l2) // forward_bytes_per_shot(prop.geometry)))
-        if size < batch and size >= LANES:  # whole quads of shots (the kernels step four at a time)
-            size -= size % LANES
-        return size
+        # whole quads of shots: the kernels step four at a time, so a smaller group holds (and
+        # streams) a whole quad's state anyway
+        return min(batch, max(LANES, size - size % LANES))
     if value == "off":
         return batch
     try:

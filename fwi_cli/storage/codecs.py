@@ -45,7 +45,8 @@ decode as themselves and finite cells beyond ±65504 of that block become ±Inf,
 non-finite value never comes back finite; other blocks are unaffected.
 
 Every encode and decode is a handful of vectorised torch ops on the compute device; no
-Python loop runs over cells or steps. Block codecs encode the zero-padded chunk in one pass
+Python loop runs over cells or steps. When the compiled kernels make the ring store
+(``impl="c"``), int8 codes in one fused kernel each way instead (:class:`FusedInt8Codec`). Block codecs encode the zero-padded chunk in one pass
 and decode straight into ``out`` in at most two runs (the full blocks, then the shorter
 last one), which needs the cell dimension of parts and ``out`` contiguous, as every
 store's are.
@@ -279,13 +280,21 @@ class Int8Codec(_BlockCodec):
 
 class FusedInt8Codec(Int8Codec):
     """:class:`Int8Codec` in one kernel each way: ``fwi::ring_encode_int8`` /
-    ``fwi::ring_decode_int8`` of the compiled kernels (``kernels/fwi_codec*.{cpp,cu}``), the
-    same codes and scales up to the last bit of the scale (absmax / 127 is a true division
-    there, a multiplication by 1/127 in torch on CUDA). Replaces ~10 torch kernels per chunk.
+    ``fwi::ring_decode_int8`` of the compiled kernels (``kernels/fwi_codec*.{cpp,cu}``).
+    Replaces ~10 torch kernels per chunk.
+
+    Same scales up to their last bit (absmax / 127 is a true division there, a multiplication
+    by 1/127 in torch on CUDA), hence the same codes but for a rare one-step difference where
+    that bit moves a rounding. A block holding a NaN or an infinity gets a NaN scale and
+    decodes to NaN, as the torch codec's does.
 
     Args:
         kernels: ``torch.ops.fwi`` once loaded (``fwi_cli.propagator.backend.load``).
     """
+
+    # one kernel per call now, but a whole chunk coded at once still saves the staged tiers a
+    # kernel per block, and its codes go to the host in one copy per block run
+    many_ops = True
 
     def __init__(self, kernels) -> None:
         self.kernels = kernels
