@@ -1,8 +1,9 @@
 # First device call of a session (after `source tools/probes/dev_prelude.sh`), ~5 min: the
 # standard check of the shipped kernels. Last outputs: W20 (whole table), W22 (int8 rows and the
-# GPU tests of the fused int8 codec), docs/benchmarks.md. Planned for the next session: run it with
-# branch exp-fp16-fused checked out (fused fp16 codec, compile-checked only), and merge that
-# branch if its GPU test passes and the fp16 rows do not get slower.
+# GPU tests of the fused int8 codec), docs/benchmarks.md. Planned for the next session: this on
+# main, then `bash tools/probes/branches.sh patches/*.patch` for the three compile-checked
+# branches (exp-fp16-fused: fused fp16 codec; exp-lanes-graphs: CUDA graphs of a chunk with
+# FWI_GRAPHS=1; exp-lanes-rows: 2 rows per thread with -DFWI_ROWS=2); merge what passes and wins.
 # 1. all GPU tests (the codec tests and the CUDA batches of 1, 3, 4 shots included)
 python3 -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | grep -E "^FAILED|passed|failed" | head -8
 # 2. the whole seed table (JSON with the accuracy under $OUT) and the big case
