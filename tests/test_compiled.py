@@ -538,3 +538,59 @@ def test_compiled_fused_int8_codec_matches_the_torch_codec(device):
     for lo, hi in ((256, 512), (512, 700)):  # the row's other blocks are coded as before
         amax = bad[2, 0, lo:hi].abs().max()
         assert float((yf[2, 0, lo:hi] - bad[2, 0, lo:hi]).abs().max()) <= float(amax) / 254 * (1 + 1e-6)
+
+
+_LANES_CHECKS = r'''
+#include "fwi_launch.h"
+void fwi::forward_cpu(const fwi::StepArgs&) {}
+void fwi::backward_cpu(const fwi::AdjArgs&) {}
+void forward_steps(at::Tensor v2, at::Tensor ax, at::Tensor bx, at::Tensor az, at::Tensor bz, at::Tensor w,
+                   at::Tensor src, at::Tensor rec, at::Tensor u, at::Tensor up, at::Tensor px, at::Tensor pz,
+                   at::Tensor zx, at::Tensor zz, at::Tensor record, at::Tensor ring, at::Tensor lap, int64_t n0,
+                   int64_t ns, int64_t pml, std::vector<double> c2, std::vector<double> c1) {
+  fwi::make_step_args(v2, ax, bx, az, bz, w, src, rec, u, up, px, pz, zx, zz, record, ring, lap, n0, ns, pml, c2, c1,
+                      true);
+}
+void backward_steps(at::Tensor v2, at::Tensor ax, at::Tensor bx, at::Tensor az, at::Tensor bz, at::Tensor w,
+                    at::Tensor src, at::Tensor rec, at::Tensor gr, at::Tensor lam, at::Tensor lp, at::Tensor px,
+                    at::Tensor pz, at::Tensor zx, at::Tensor zz, at::Tensor grad, at::Tensor ua, at::Tensor ub,
+                    at::Tensor ring, at::Tensor lap, int64_t n0, int64_t ns, int64_t pml, bool boundary,
+                    std::vector<double> c2, std::vector<double> c1) {
+  fwi::make_adj_args(v2, ax, bx, az, bz, w, src, rec, gr, lam, lp, px, pz, zx, zz, grad, ua, ub, ring, lap, n0, ns, pml,
+                     boundary, c2, c1, true);
+}
+'''
+
+
+@pytest.mark.parametrize("strategy", ["boundary", "full"])
+def test_compiled_cuda_layout_passes_the_ops_argument_checks(crop, strategy):
+    """The CUDA op's argument checks (fwi_launch.h with lanes) accept every tensor the compiled
+    path allocates for CUDA, for batches that fill a quad partly, exactly and twice: run on the
+    CPU with the lanes layout forced and a stand-in op that only builds the launch arguments."""
+    from torch.utils.cpp_extension import load_inline
+
+    from fwi_cli.propagator import compiled
+    from fwi_cli.propagator.backend import kernel_dir
+    from fwi_cli.storage import make_ring_store
+
+    checks = load_inline("fwi_lanes_checks", cpp_sources=_LANES_CHECKS,
+                         functions=["forward_steps", "backward_steps"],
+                         extra_include_paths=[str(kernel_dir())])
+    nz, nx = crop[1].shape
+    nt = 70  # two chunks, the second odd
+    p = Propagator(Acoustic("cpu", 4), (nz, nx), DH, DT, nt, pml_width=PML, impl="c",
+                   memory=MemoryOptions(strategy))
+    g = p.geometry
+    cpml = [np.zeros(g.nxp, np.float32), np.ones(g.nxp, np.float32), np.zeros(g.nzp, np.float32),
+            np.ones(g.nzp, np.float32)]
+    for batch in (1, 3, 4, 8):
+        pb = compiled._Problem(p, torch.ones(g.nzp, g.nxp), torch.zeros(batch, nt),
+                               torch.zeros(batch, 1, dtype=torch.long), torch.zeros(batch, 5, dtype=torch.long),
+                               cpml, lanes=True)
+        v2s = torch.ones(pb.nzs, pb.nxs)
+        store = make_ring_store(nt, batch, g.ring_cells, "cpu") if strategy == "boundary" else None
+        record, saved = compiled.forward(checks, pb, v2s, strategy, store, compiled.GPU_CHUNK)
+        assert record.shape == (batch, nt, 5)
+        grad = compiled.backward(checks, pb, v2s, torch.zeros(batch, nt, 5), strategy, [saved], store,
+                                 compiled.GPU_CHUNK)
+        assert grad.shape == (nz, nx)
