@@ -24,7 +24,13 @@ from _experiment_tiny import eager_observed_only, write_tiny
 from fwi_cli.cli import main
 from fwi_cli.errors import FwiArgumentError, RunLockedError, StorageError
 from fwi_cli.experiment import Experiment, Job, load_config, parallel, runner, store
-from fwi_cli.experiment.distributed import PeerRankError, check_batch, init_from_env, split_shots
+from fwi_cli.experiment.distributed import (
+    PeerRankError,
+    check_batch,
+    init_from_env,
+    shutdown,
+    split_shots,
+)
 from fwi_cli.experiment.lock import RunLock
 from fwi_cli.experiment.matrix import expand
 
@@ -182,6 +188,11 @@ def _rank_main(rank: int, port: int, good: str, bad: str, locked: str, out) -> N
     models = [r.vp_final.tobytes() for r in summary.results]
     out.put((rank, refused, isinstance(ex.lock, RunLock), kinds, summary.ok, models,
              [(r.status, r.failed_iteration, r.reason) for r in failed.results]))
+    # both ranks done: tear the gloo group down together here rather than at interpreter exit,
+    # where one rank closing its sockets while the other still runs its exit handlers aborted a
+    # rank once in a full CI run ("terminate called without an active exception")
+    torch.distributed.barrier()
+    shutdown()
 
 
 def test_distributed_rank0_alone_writes_and_failures_are_agreed(tmp_path):
