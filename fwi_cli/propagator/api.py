@@ -52,8 +52,10 @@ def memory_estimate(prop: Propagator, batch: int, nrec: int, needs_grad: bool = 
 
     g = prop.geometry
     cells = g.nzp * g.nxp
+    from fwi_cli.propagator.compiled import LANES
+
     # impl="c" on CUDA holds the state of whole quads of shots (fwi_cuda.cu, "Shots in lanes")
-    lanes = 4 * -(-batch // 4) if prop.impl == "c" and prop.device.type == "cuda" else batch
+    lanes = LANES * -(-batch // LANES) if prop.impl == "c" and prop.device.type == "cuda" else batch
     state = 4 * STATE_FIELDS * cells * lanes * (2 if needs_grad else 1)
     saved, ring_int8 = 0, 0
     if needs_grad and prop.memory.strategy == "full":
