@@ -38,7 +38,17 @@
 namespace fwi {
 namespace {
 
-constexpr int BX = 32, BY = 8;  // threads (= cells) of the 2D kernels' blocks
+// Threads (= cells) of the 2D kernels' blocks. Build variants with FWI_CUDA_DEFINES="-DFWI_BX=..
+// -DFWI_BY=.." (backend.py) measure other shapes; run X2 (docs/benchmarks.md): 16 x 16, 32 x 16
+// and 64 x 4 were 3-7 % slower than 32 x 8 on the seed problem.
+#ifndef FWI_BX
+#define FWI_BX 32
+#endif
+#ifndef FWI_BY
+#define FWI_BY 8
+#endif
+constexpr int BX = FWI_BX, BY = FWI_BY;
+static_assert(BX * BY % 32 == 0 && BX * BY <= 1024, "FWI_BX * FWI_BY must be a multiple of 32, at most 1024");
 constexpr int kLanes = 4;       // shots per float4
 // Minimum resident blocks per SM asked of the compiler for the 2D kernels (0: none, the compiler's
 // choice), which caps their registers; build variants with FWI_CUDA_DEFINES (backend.py) to measure
