@@ -141,8 +141,9 @@ def time_config(p: Problem, device: torch.device, impl: str, storage: str, dtype
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad()
+        idx_dev = torch.from_numpy(idx).to(device)  # before the forward, as the runner does
         rec = solver(p.wavelet, p.sources[idx], p.receivers[idx], models=[vp])
-        loss = (rec - p.observed[idx]).pow(2).mean()
+        loss = (rec - p.observed[idx_dev]).pow(2).mean()
         loss.backward()
         if optimizer_step:
             opt.step()
@@ -184,9 +185,11 @@ def kernel_profile(p: Problem, device: torch.device, impl: str, storage: str, dt
     vp = torch.tensor(p.vp_init, device=device, requires_grad=True)
     idx = np.random.default_rng(0).choice(len(p.sources), p.batch, replace=False)
 
+    idx_dev = torch.from_numpy(idx).to(device)
+
     def iteration():
         rec = solver(p.wavelet, p.sources[idx], p.receivers[idx], models=[vp])
-        (rec - p.observed[idx]).pow(2).mean().backward()
+        (rec - p.observed[idx_dev]).pow(2).mean().backward()
         vp.grad = None
         _sync(device)
 

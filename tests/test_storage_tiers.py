@@ -96,6 +96,28 @@ def test_store_fp32_returns_exactly_what_was_put(tier, tmp_path):
             assert torch.equal(got, x[n0:n0 + t])
 
 
+def test_store_writable_view_is_what_get_returns_for_gpu_fp32():
+    x = _ring(2)
+    with make_ring_store(NT, B, C, "cpu", _options("gpu", "fp32")) as s:
+        n = 0
+        for t in PUT_SIZES:
+            view = s.writable(n, t)
+            assert view.shape == (t, B, C) and view.is_contiguous()
+            view.copy_(x[n:n + t])  # what the kernels do in place of put
+            n += t
+        s.finish_forward()
+        for n0, t, got in _read_back(s):
+            assert torch.equal(got, x[n0:n0 + t])
+        with pytest.raises(FwiArgumentError, match="outside"):
+            s.writable(NT - 1, 2)
+
+
+@pytest.mark.parametrize("tier,dtype", [("gpu", "fp16"), ("gpu", "int8"), ("cpu", "fp32"), ("disk", "fp32")])
+def test_store_writable_is_none_where_rings_are_encoded_or_moved(tier, dtype, tmp_path):
+    with make_ring_store(NT, B, C, "cpu", _options(tier, dtype, disk_dir=tmp_path)) as s:
+        assert s.writable(0, 4) is None
+
+
 @pytest.mark.parametrize("io_steps", [1, 8, 64])
 @pytest.mark.parametrize("interval", [1, 3])
 def test_disk_store_io_groups_round_trip_in_any_order(io_steps, interval, tmp_path, monkeypatch):

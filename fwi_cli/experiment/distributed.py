@@ -143,9 +143,9 @@ class DistContext:
         error: BaseException | None = None
         try:
             if len(mine):
+                sel = torch.from_numpy(mine).to(observed.device)  # before the forward: it syncs
                 rec = solver(problem.wavelet, problem.sources[mine], problem.receivers[mine],
                              models=[vp])
-                sel = torch.from_numpy(mine).to(observed.device)
                 value = (rec - observed[sel]).pow(2).sum() / count
                 rec = None
                 value.backward()

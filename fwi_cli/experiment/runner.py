@@ -367,17 +367,21 @@ def compute_job(
             shots[it] = idx
             opt.zero_grad()
             if dist is None:
+                # The shot index goes to the device before the forward (a copy from host memory
+                # waits for the device), and the loss is read only after the backward is queued:
+                # the host runs ahead of the GPU through the whole iteration, with no idle gap
+                # between the forward and the backward (docs/internals.md, "Host syncs").
+                idx_dev = torch.from_numpy(idx).to(dev)
                 rec = solver(problem.wavelet, problem.sources[idx], problem.receivers[idx], models=[vp])
-                value = (rec - observed[torch.from_numpy(idx).to(dev)]).pow(2).mean()
+                value = (rec - observed[idx_dev]).pow(2).mean()
+                value.backward()
                 lval = float(value.detach().cpu())
             else:  # the gradient is already summed over the ranks
                 lval = dist.loss_and_grad(solver, problem, vp, idx, observed)
-            if not math.isfinite(lval):
+            if not math.isfinite(lval):  # no update from a non-finite loss
                 status, failed_it = store.STATUS_FAILED, it + 1
                 reason = f"loss is {lval} at iteration {it + 1}"
                 break
-            if dist is None:
-                value.backward()
             opt.step()
             rec = value = None
             if report is None:

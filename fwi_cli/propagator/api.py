@@ -242,8 +242,7 @@ class Propagator:
             raise FwiArgumentError(f"velocity model must be float32 (or float64 for eager), got {v.dtype}")
         if v.dtype == torch.float64 and self.impl != "eager":
             raise FwiArgumentError("float64 velocity models are supported by impl='eager' only")
-        grid.check_model(v, self.shape)
-        vmax = float(v.detach().max())
+        vmin, vmax = grid.check_model(v, self.shape)  # the one device-to-host sync of a call
         grid.check_cfl(self.dt, self.spatial_order, self.dh, vmax)
 
         src = grid.as_index_array(sources, "source", 2)
@@ -272,7 +271,7 @@ class Propagator:
         w = np.array(w[:, : self.nt], dtype=np.float64, copy=True)
         if not self._dispersion_checked:  # once: the figure depends on the first call's inputs
             self._dispersion_checked = True
-            msg = grid.dispersion_warning(self.spatial_order, self.dh, float(v.detach().min()),
+            msg = grid.dispersion_warning(self.spatial_order, self.dh, vmin,
                                           grid.useful_max_frequency(w[0], self.dt))
             if msg is not None:
                 warnings.warn(msg, FwiWarning, stacklevel=3)
@@ -285,9 +284,12 @@ class Propagator:
         g = self.geometry
         ax, bx = grid.cpml_profile(nx, g.pml, self.dh, self.dt, vmax, f_pml)
         az, bz = grid.cpml_profile(nz, g.pml, self.dh, self.dt, vmax, f_pml)
-        src_flat = torch.from_numpy(grid.flat_index(src, g.pml, g.nxp)).to(self.device)[:, None]
-        rec_flat = torch.from_numpy(grid.flat_index(rec, g.pml, g.nxp)).to(self.device)
-        w_t = torch.from_numpy(w).to(device=self.device, dtype=v.dtype)
+        # non-blocking: a copy from pageable host memory is staged before the call returns, and
+        # the host need not wait for the device here (docs/internals.md, "Host syncs")
+        src_flat = torch.from_numpy(grid.flat_index(src, g.pml, g.nxp)).to(self.device, non_blocking=True)[:, None]
+        rec_flat = torch.from_numpy(grid.flat_index(rec, g.pml, g.nxp)).to(self.device, non_blocking=True)
+        w_t = torch.from_numpy(w.astype(np.float32 if v.dtype == torch.float32 else np.float64)).to(
+            self.device, non_blocking=True)
         v_pad = grid.pad_model(v, g.pml)
         v2dt2 = (v_pad * self.dt) ** 2
         return v, v2dt2, w_t, src_flat, rec_flat, (ax, bx, az, bz)

@@ -45,8 +45,9 @@ class _Problem:
         n = self.n
         self.c2, self.c1 = scaled_weights(prop.spatial_order, prop.dh)
         self.c1 = [0.0] + self.c1
-        ax, bx, az, bz = (np.pad(np.asarray(a, np.float32), n) for a in cpml)
-        self.ax, self.bx, self.az, self.bz = (torch.from_numpy(a).to(self.dev) for a in (ax, bx, az, bz))
+        parts = [np.pad(np.asarray(a, np.float32), n) for a in cpml]  # ax, bx (nxs); az, bz (nzs)
+        flat = torch.from_numpy(np.concatenate(parts)).to(self.dev, non_blocking=True)  # one copy, no sync
+        self.ax, self.bx, self.az, self.bz = torch.split(flat, [len(a) for a in parts])
         self.w = w.to(torch.float32).contiguous()  # (B, nt)
         self.src = src_flat[:, 0].contiguous()  # (B,)
         self.rec = rec_flat.contiguous()  # (B, R)
@@ -150,18 +151,22 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
     record = torch.empty(pb.batch, pb.nt, pb.rec.shape[1], device=pb.dev, dtype=torch.float32)
     ring = _empty(pb.dev)
     lap_all = _empty(pb.dev)
-    if strategy == "boundary":
+    # the kernels write the ring straight into the store when it keeps rings as they come
+    direct = strategy == "boundary" and store.writable(0, min(chunk, pb.nt)) is not None
+    if strategy == "boundary" and not direct:
         ring = torch.empty(chunk, pb.batch, pb.g.ring_cells, device=pb.dev, dtype=torch.float32)
     elif strategy == "full":
         lap_all = torch.empty(pb.nt, pb.batch, pb.g.nz, pb.g.nx, device=pb.dev, dtype=torch.float32)
     for n0 in range(0, pb.nt, chunk):
         t = min(chunk, pb.nt - n0)
         lap = lap_all[n0:n0 + t] if strategy == "full" else lap_all
+        if direct:
+            ring = store.writable(n0, t)  # (t, B, C)
         lib.forward_steps(v2s, pb.ax, pb.bx, pb.az, pb.bz, pb.w, pb.src, pb.rec, u, up, psix, psiz,
                           zx, zz, record, ring, lap, n0, t, pb.pml, pb.c2, pb.c1)
         if t % 2:
             u, up = up, u
-        if strategy == "boundary":
+        if strategy == "boundary" and not direct:
             store.put(n0, ring[:t])
     if strategy == "boundary":
         store.finish_forward()

@@ -203,19 +203,24 @@ def pad_model(v: torch.Tensor, pml: int) -> torch.Tensor:
     return torch.where(mask, inner, ext)
 
 
-def check_model(v: torch.Tensor, shape: tuple[int, int]) -> None:
-    """Refuse a velocity model of the wrong shape or with non-finite/non-positive values."""
+def check_model(v: torch.Tensor, shape: tuple[int, int]) -> tuple[float, float]:
+    """Refuse a velocity model of the wrong shape or with non-finite/non-positive values.
+
+    Returns:
+        (vmin, vmax) in m/s, read from the device in one transfer (min and max propagate NaN,
+        and an infinity shows in one of them, so both finite means every value is).
+    """
     if tuple(v.shape) != tuple(shape):
         raise FwiArgumentError(
             f"velocity model has shape {tuple(v.shape)} but the propagator was built for "
             f"shape {tuple(shape)}; pass a (nz, nx) model of that shape"
         )
-    vd = v.detach()
-    if not bool(torch.isfinite(vd).all()):
+    lo, hi = torch.stack(torch.aminmax(v.detach())).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise FwiArgumentError("velocity model contains NaN or Inf values; every velocity must be finite")
-    vmin = float(vd.min())
-    if vmin <= 0:
-        raise FwiArgumentError(f"velocity must be positive everywhere (m/s), found min {vmin:g}")
+    if lo <= 0:
+        raise FwiArgumentError(f"velocity must be positive everywhere (m/s), found min {lo:g}")
+    return lo, hi
 
 
 def check_cfl(dt: float, spatial_order: int, dh: float, vmax: float) -> None:

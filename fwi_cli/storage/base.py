@@ -58,6 +58,16 @@ class RingStore(abc.ABC):
         the ring): treat it as read-only.
         """
 
+    def writable(self, n0: int, t: int) -> torch.Tensor | None:
+        """A (t, B, C) float32 view of the store's own memory for steps n0..n0+t-1, or None.
+
+        When a store keeps rings as they come (the gpu tier in fp32), the forward writes each
+        chunk straight into this view instead of a scratch buffer and ``put``: one copy of the
+        ring per chunk less. Writing the view stores those steps. Stores that encode or move
+        rings return None (the default), and the caller uses ``put``.
+        """
+        return None
+
     def finish_forward(self) -> None:
         """Called once after the last ``put`` (flush pending writes)."""
         return None

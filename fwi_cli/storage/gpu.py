@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fwi_cli.storage.base import RingStore
-from fwi_cli.storage.codecs import Codec
+from fwi_cli.storage.codecs import Codec, Fp32Codec
 
 
 class GpuRingStore(RingStore):
@@ -31,6 +31,13 @@ class GpuRingStore(RingStore):
     def put(self, n0: int, chunk: torch.Tensor) -> None:
         t = self._check_put(n0, chunk)  # chunk: (T, B, C)
         self.codec.encode(chunk.detach(), [p[n0:n0 + t] for p in self._parts])
+
+    def writable(self, n0: int, t: int) -> torch.Tensor | None:
+        if not isinstance(self.codec, Fp32Codec):
+            return None
+        self._check_open()
+        self._check_range(n0, t, "put")
+        return self._parts[0][n0:n0 + t]  # (t, B, C), contiguous: the steps are the outer dim
 
     @torch.no_grad()
     def get(self, n0: int, t: int) -> torch.Tensor:
