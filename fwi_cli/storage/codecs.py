@@ -46,7 +46,8 @@ non-finite value never comes back finite; other blocks are unaffected.
 
 Every encode and decode is a handful of vectorised torch ops on the compute device; no
 Python loop runs over cells or steps. When the compiled kernels make the ring store
-(``impl="c"``), int8 codes in one fused kernel each way instead (:class:`FusedInt8Codec`). Block codecs encode the zero-padded chunk in one pass
+(``impl="c"``), int8 and fp16 code in one fused kernel each way instead
+(:class:`FusedInt8Codec`, :class:`FusedFp16Codec`). Block codecs encode the zero-padded chunk in one pass
 and decode straight into ``out`` in at most two runs (the full blocks, then the shorter
 last one), which needs the cell dimension of parts and ``out`` contiguous, as every
 store's are.
