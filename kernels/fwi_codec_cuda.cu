@@ -1,7 +1,9 @@
-// Fused int8 ring codec on CUDA: one launch encodes a whole chunk (T, B, C) of ring values into
-// int8 codes and per-block scales, one decodes it (math in fwi_common.h). They replace the ~10
+// Fused ring codecs on CUDA (int8 and fp16): one launch encodes a whole chunk (T, B, C) of ring
+// values into codes and per-block sides (int8: fp32 scales; fp16: int8 exponents), one decodes it
+// (math in fwi_common.h). They replace the ~10
 // torch kernels per chunk of the Python codec (fwi_cli/storage/codecs.py) when the compiled
 // kernels are loaded. Needs only the CUDA toolkit (compile-checked in CI without a GPU).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -40,6 +42,33 @@ __global__ void k_int8_decode(const int8_t* __restrict__ codes, const float* __r
   if (c < cells) out[row * cells + c] = static_cast<float>(codes[row * cells + c]) * scale[row * nblk + blockIdx.y];
 }
 
+// fp16: the block's absmax and whether every value is finite, then the per-block exponent.
+__global__ void k_fp16_encode(const float* __restrict__ x, __half* __restrict__ codes, int8_t* __restrict__ exps,
+                              int64_t cells, int nblk) {
+  __shared__ float wmax[kCodecBlock / 32];
+  const int64_t row = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
+  const float v = c < cells ? x[row * cells + c] : 0.f;
+  const bool finite = __syncthreads_and(isfinite(v)) != 0;
+  float m = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = wmax[0];
+#pragma unroll
+  for (int w = 1; w < kCodecBlock / 32; ++w) m = fmaxf(m, wmax[w]);
+  const int e = fp16_exponent(m, finite);
+  if (threadIdx.x == 0) exps[row * nblk + blockIdx.y] = static_cast<int8_t>(e);
+  if (c < cells) codes[row * cells + c] = __float2half_rn(v * pow2f(-e));
+}
+
+__global__ void k_fp16_decode(const __half* __restrict__ codes, const int8_t* __restrict__ exps,
+                              float* __restrict__ out, int64_t cells, int nblk) {
+  const int64_t row = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
+  if (c < cells) out[row * cells + c] = __half2float(codes[row * cells + c]) * pow2f(exps[row * nblk + blockIdx.y]);
+}
+
 void check(cudaError_t err) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fwi: CUDA codec launch failed: ") + cudaGetErrorString(err));
 }
@@ -60,6 +89,23 @@ void int8_decode_cuda(const int8_t* codes, const float* scale, float* out, int64
   if (rows == 0 || nblk == 0) return;
   k_int8_decode<<<dim3(static_cast<unsigned>(rows), nblk), kCodecBlock, 0, static_cast<cudaStream_t>(stream)>>>(
       codes, scale, out, cells, nblk);
+  check(cudaGetLastError());
+}
+
+void fp16_encode_cuda(const float* x, uint16_t* codes, int8_t* exps, int64_t rows, int64_t cells, void* stream) {
+  const int nblk = static_cast<int>((cells + kCodecBlock - 1) / kCodecBlock);
+  if (rows == 0 || nblk == 0) return;
+  k_fp16_encode<<<dim3(static_cast<unsigned>(rows), nblk), kCodecBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+      x, reinterpret_cast<__half*>(codes), exps, cells, nblk);
+  check(cudaGetLastError());
+}
+
+void fp16_decode_cuda(const uint16_t* codes, const int8_t* exps, float* out, int64_t rows, int64_t cells,
+                      void* stream) {
+  const int nblk = static_cast<int>((cells + kCodecBlock - 1) / kCodecBlock);
+  if (rows == 0 || nblk == 0) return;
+  k_fp16_decode<<<dim3(static_cast<unsigned>(rows), nblk), kCodecBlock, 0, static_cast<cudaStream_t>(stream)>>>(
+      reinterpret_cast<const __half*>(codes), exps, out, cells, nblk);
   check(cudaGetLastError());
 }
 

@@ -127,6 +127,23 @@ FWI_HD int8_t int8_code(float x, float scale) {
   return static_cast<int8_t>(fminf(fmaxf(rintf(x / s), -127.f), 127.f));
 }
 
+// fp16 ring codec (Fp16Codec): per block e = clamp(floor(log2 absmax) - 14, -126, 126), or 0 for
+// an all-zero block or one holding a NaN or an infinity; code = fp16(x 2^-e), decoded code 2^e.
+constexpr int kFp16Top = 14, kFp16ExpMax = 126;
+FWI_HD int fp16_exponent(float absmax, bool finite) {
+  if (!finite || !(absmax > 0.f)) return 0;
+  int ex = 0;
+  frexpf(absmax, &ex);  // absmax = m 2^ex, m in [0.5, 1): floor(log2 absmax) = ex - 1
+  const int e = ex - 1 - kFp16Top;
+  return e < -kFp16ExpMax ? -kFp16ExpMax : (e > kFp16ExpMax ? kFp16ExpMax : e);
+}
+FWI_HD float pow2f(int e) { return ldexpf(1.f, e); }  // exact for |e| <= 126
+
+// Launchers of the fused fp16 codec on CUDA (codes as raw fp16 bits, exponents int8).
+void fp16_encode_cuda(const float* x, uint16_t* codes, int8_t* exps, int64_t rows, int64_t cells, void* stream);
+void fp16_decode_cuda(const uint16_t* codes, const int8_t* exps, float* out, int64_t rows, int64_t cells,
+                      void* stream);
+
 // Launchers of the fused int8 codec on CUDA (fwi_codec_cuda.cu): rows (step, shot) of C cells,
 // x/out (rows, C) float32, codes (rows, C) int8, scale (rows, ceil(C / kCodecBlock)).
 void int8_encode_cuda(const float* x, int8_t* codes, float* scale, int64_t rows, int64_t cells, void* stream);

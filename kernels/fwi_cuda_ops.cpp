@@ -40,7 +40,7 @@ void backward_steps_cuda(const at::Tensor& v2dt2, const at::Tensor& ax, const at
 }
 
 void encode_int8_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale) {
-  const int64_t cells = check_codec(x, codes, scale);
+  const int64_t cells = check_codec(x, codes, scale, at::kChar, at::kFloat);
   if (cells == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   int8_encode_cuda(x.data_ptr<float>(), codes.data_ptr<int8_t>(), scale.data_ptr<float>(), x.numel() / cells, cells,
@@ -48,11 +48,29 @@ void encode_int8_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Te
 }
 
 void decode_int8_cuda(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& out) {
-  const int64_t cells = check_codec(out, codes, scale);
+  const int64_t cells = check_codec(out, codes, scale, at::kChar, at::kFloat);
   if (cells == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
   int8_decode_cuda(codes.data_ptr<int8_t>(), scale.data_ptr<float>(), out.data_ptr<float>(), out.numel() / cells,
                    cells, c10::cuda::getCurrentCUDAStream(out.device().index()).stream());
+}
+
+void encode_fp16_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& exps) {
+  const int64_t cells = check_codec(x, codes, exps, at::kHalf, at::kChar);
+  if (cells == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  fp16_encode_cuda(x.data_ptr<float>(), reinterpret_cast<uint16_t*>(codes.data_ptr<c10::Half>()),
+                   exps.data_ptr<int8_t>(), x.numel() / cells, cells,
+                   c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+}
+
+void decode_fp16_cuda(const at::Tensor& codes, const at::Tensor& exps, const at::Tensor& out) {
+  const int64_t cells = check_codec(out, codes, exps, at::kHalf, at::kChar);
+  if (cells == 0) return;
+  const c10::cuda::CUDAGuard guard(out.device());
+  fp16_decode_cuda(reinterpret_cast<const uint16_t*>(codes.data_ptr<c10::Half>()), exps.data_ptr<int8_t>(),
+                   out.data_ptr<float>(), out.numel() / cells, cells,
+                   c10::cuda::getCurrentCUDAStream(out.device().index()).stream());
 }
 
 }  // namespace
@@ -62,6 +80,8 @@ TORCH_LIBRARY_IMPL(fwi, CUDA, m) {
   m.impl("backward_steps", &backward_steps_cuda);
   m.impl("ring_encode_int8", &encode_int8_cuda);
   m.impl("ring_decode_int8", &decode_int8_cuda);
+  m.impl("ring_encode_fp16", &encode_fp16_cuda);
+  m.impl("ring_decode_fp16", &decode_fp16_cuda);
 }
 
 }  // namespace fwi

@@ -594,3 +594,30 @@ def test_compiled_cuda_layout_passes_the_ops_argument_checks(crop, strategy):
         grad = compiled.backward(checks, pb, v2s, torch.zeros(batch, nt, 5), strategy, [saved], store,
                                  compiled.GPU_CHUNK)
         assert grad.shape == (nz, nx)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_fused_fp16_codec_matches_the_torch_codec(device):
+    """fwi::ring_encode_fp16 / ring_decode_fp16 give the torch codec's codes and exponents bit for
+    bit, including an all-zero block, a block with a NaN and an infinity, tiny and huge blocks
+    and a short last block."""
+    from fwi_cli.propagator import backend
+    from fwi_cli.storage.codecs import Fp16Codec, FusedFp16Codec, get_codec
+
+    lib = backend.load(device)
+    assert isinstance(get_codec("fp16", lib), FusedFp16Codec)
+    gen = torch.Generator().manual_seed(1)
+    t, b, c = 2, 3, 600  # blocks of 256, 256, 88 cells per row
+    x = torch.randn(t, b, c, generator=gen) * torch.logspace(-30, 30, c)
+    x[0, 0, :256] = 0.0
+    x[0, 1, 10], x[0, 1, 20] = float("nan"), float("inf")
+    x[1, 2, 256:512] *= 1e-20
+    x = x.to(device)
+    ref, fused = Fp16Codec(), FusedFp16Codec(lib)
+    pr, pf = ref.allocate(t, b, c, x.device), fused.allocate(t, b, c, x.device)
+    ref.encode(x, pr)
+    fused.encode(x, pf)
+    assert torch.equal(pf[1], pr[1])  # exponents
+    assert torch.equal(pf[0].view(torch.int16), pr[0].view(torch.int16))  # codes, NaN included
+    yr, yf = ref.decode(pr), fused.decode(pf)
+    assert torch.equal(yf.isnan(), yr.isnan()) and torch.equal(yf.nan_to_num(), yr.nan_to_num())

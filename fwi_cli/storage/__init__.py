@@ -64,8 +64,8 @@ def make_ring_store(
         device: compute device (torch.device or its name).
         options: tier, dtype, transfer interval, pinning, disk directory; None: defaults
             (gpu tier, fp32).
-        kernels: the loaded compiled ops (``torch.ops.fwi``) or None; with them the int8 codec
-            runs as one fused kernel each way (:class:`~fwi_cli.storage.codecs.FusedInt8Codec`).
+        kernels: the loaded compiled ops (``torch.ops.fwi``) or None; with them the int8 and
+            fp16 codecs run as one fused kernel each way (``codecs.FUSED``).
 
     Raises:
         FwiArgumentError: unknown tier or dtype, transfer_interval < 1, bad sizes.

@@ -46,7 +46,8 @@ non-finite value never comes back finite; other blocks are unaffected.
 
 Every encode and decode is a handful of vectorised torch ops on the compute device; no
 Python loop runs over cells or steps. When the compiled kernels make the ring store
-(``impl="c"``), int8 codes in one fused kernel each way instead (:class:`FusedInt8Codec`). Block codecs encode the zero-padded chunk in one pass
+(``impl="c"``), int8 and fp16 code in one fused kernel each way instead
+(:class:`FusedInt8Codec`, :class:`FusedFp16Codec`). Block codecs encode the zero-padded chunk in one pass
 and decode straight into ``out`` in at most two runs (the full blocks, then the shorter
 last one), which needs the cell dimension of parts and ``out`` contiguous, as every
 store's are.
@@ -311,7 +312,31 @@ class FusedInt8Codec(Int8Codec):
         return out
 
 
+class FusedFp16Codec(Fp16Codec):
+    """:class:`Fp16Codec` in one kernel each way: ``fwi::ring_encode_fp16`` /
+    ``fwi::ring_decode_fp16`` of the compiled kernels, the same codes and exponents bit for bit.
+
+    Args:
+        kernels: ``torch.ops.fwi`` once loaded (``fwi_cli.propagator.backend.load``).
+    """
+
+    def __init__(self, kernels) -> None:
+        self.kernels = kernels
+
+    def encode(self, x, out):
+        codes, side = out  # (T, B, C) float16, (T, B, nblk) int8
+        self.kernels.ring_encode_fp16(x.contiguous(), codes, side)
+
+    def decode(self, parts, out=None):
+        codes, side = parts
+        if out is None:
+            out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+        self.kernels.ring_decode_fp16(codes, side, out)
+        return out
+
+
 CODECS: dict[str, Codec] = {c.name: c for c in (Fp32Codec(), Fp16Codec(), Bf16Codec(), Int8Codec())}
+FUSED = {"int8": FusedInt8Codec, "fp16": FusedFp16Codec}  # codecs the compiled kernels run
 
 
 def get_codec(storage_dtype: str, kernels=None) -> Codec:
@@ -319,8 +344,8 @@ def get_codec(storage_dtype: str, kernels=None) -> Codec:
 
     Args:
         storage_dtype: "fp32", "fp16", "bf16" or "int8".
-        kernels: the loaded compiled ops (``torch.ops.fwi``), or None: with them, int8 codes
-            in fused kernels (:class:`FusedInt8Codec`).
+        kernels: the loaded compiled ops (``torch.ops.fwi``), or None: with them, int8 and
+            fp16 code in fused kernels (:class:`FusedInt8Codec`, :class:`FusedFp16Codec`).
 
     Raises:
         FwiArgumentError: unknown name (the message lists the valid ones).
@@ -331,8 +356,8 @@ def get_codec(storage_dtype: str, kernels=None) -> Codec:
         raise FwiArgumentError(
             f"storage_dtype must be one of {tuple(CODECS)}, got {storage_dtype!r}"
         ) from None
-    if kernels is not None and codec.name == "int8":
-        return FusedInt8Codec(kernels)
+    if kernels is not None and codec.name in FUSED:
+        return FUSED[codec.name](kernels)
     return codec
 
 
