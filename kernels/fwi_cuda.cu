@@ -82,6 +82,14 @@ __device__ __forceinline__ void pdl_begin() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// pdl_begin for a block that may skip the wait: one that reads nothing its predecessor kernel
+// writes, and writes nothing the predecessor reads (see "Early interior blocks" at k_main).
+__device__ __forceinline__ void pdl_begin_unless(bool skip_wait) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (!skip_wait) asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 // ------------------------------------------------------------------ four shots per float4
 __device__ __forceinline__ float4 operator+(float4 a, float4 b) { return {a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w}; }
@@ -247,14 +255,20 @@ __global__ void FWI_BOUNDS(FWI_MINB_MAIN)
            float4* __restrict__ zxa, float4* __restrict__ zza, const float* __restrict__ ax,
            const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
            float* __restrict__ lap, const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt,
-           int n) {
-  pdl_begin();
+           int n, int early) {
   const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * BY, q = blockIdx.z;
-  const int j = j0 + threadIdx.x, i = i0 + threadIdx.y;
   const int lo = N + g.p;
+  const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY <= lo + g.nz);  // block-uniform
+  // Early interior blocks (`early`): the predecessor is this step's k_psi, which writes only psi
+  // (and, in spare blocks, the record and ring from u^n); an interior block reads u^n, u^{n-1}, V
+  // and the wavelet, none of which k_psi writes, and writes u^{n+1} (the u^{n-1} buffer) and lap,
+  // which k_psi does not read. u^n itself was complete before k_psi's blocks passed their own wait,
+  // and this grid starts only after all of them did. So interior blocks skip the wait and run
+  // beside k_psi; PML blocks wait for psi.
+  pdl_begin_unless(early && inner);
+  const int j = j0 + threadIdx.x, i = i0 + threadIdx.y;
   if (j < N || j >= g.nxp + N || i < N || i >= g.nzp + N) return;
   const int cell = i * g.nxs + j, k = q * g.plane + cell;
-  const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY <= lo + g.nz);  // block-uniform
   float4 L;
   if (inner) {
     L = d2v<N>(u + k, 1, w) + d2v<N>(u + k, g.nxs, w);
@@ -466,14 +480,20 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
                                                       const float4* __restrict__ lam, float4* __restrict__ lp,
                                                       const float4* __restrict__ px, const float4* __restrict__ pz,
                                                       const float4* __restrict__ zx, const float4* __restrict__ zz,
-                                                      const float* __restrict__ ax, const float* __restrict__ az) {
+                                                      const float* __restrict__ ax, const float* __restrict__ az,
+                                                      const unsigned char* __restrict__ rec_tiles) {
   __shared__ float4 sAx[BY][BX + 2 * N], sAz[BY + 2 * N][BX], sPx[BY][BX + 2 * N], sPz[BY + 2 * N][BX];
-  pdl_begin();
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, q = blockIdx.z;
   const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * BY;  // storage coords of the tile origin
   const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
   const bool need_x = !((j0 - N >= xlo) && (j0 + BX - 1 + N < xhi));  // x tiles touch a PML column
   const bool need_z = !((i0 - N >= zlo) && (i0 + BY - 1 + N < zhi));  // z tiles touch a PML row
+  // Early interior blocks (rec_tiles non-null; see k_main): the predecessor k_grad_p1 writes the
+  // PML strips (pbar, carried zbar), the gradient and the frames, and reads mu_prev only at PML
+  // cells, but its extra blocks subtract the next adjoint source from mu_prev at the receivers:
+  // interior tiles holding a receiver of this quad (rec_tiles, written once per call) wait.
+  pdl_begin_unless(rec_tiles && !need_x && !need_z &&
+                   !rec_tiles[(q * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x]);
   if (!need_x && !need_z) {  // the stencil stays inside the interior
     const int i = i0 + ty, j = j0 + tx, k = q * g.plane + i * g.nxs + j;
     const float4 S = d2v<N>(lam + k, 1, w) + d2v<N>(lam + k, g.nxs, w);
@@ -547,6 +567,19 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
   lp[k] = (2.f * lam[k] - lp[k]) + V[i * g.nxs + j] * ((sx + sz) - (qx + qz));
 }
 
+// rec_tiles[q][ty][tx] = 1 for the tiles (of tiling t, grid gx x gy) holding a receiver of a live
+// shot of quad q; the buffer is zeroed before. One receiver of one shot per thread.
+__global__ void k_rec_tiles(Grid g, Tiling t, int gx, int gy, const int64_t* __restrict__ rec, int nrec,
+                            unsigned char* __restrict__ rec_tiles) {
+  pdl_begin();
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= g.B * nrec) return;
+  const int b = e / nrec, k = sidx(rec[e], g);
+  const int i = k / g.nxs, j = k % g.nxs;
+  const int tx = (j - t.ox) / BX, ty = (i - t.oz) / BY;  // j >= ox, i >= oz: receivers are interior
+  rec_tiles[((b / kLanes) * gy + ty) * gx + tx] = 1;
+}
+
 // dJ/dV = (sum over steps of mu (L + f delta_src)) / V: k_grad_p1 accumulates the sum (mu = V lam),
 // and this divides once, after the backward's last step (n = 0), instead of every step.
 __global__ void k_grad_scale(Grid g, const float* __restrict__ V, float* __restrict__ grad) {
@@ -577,6 +610,13 @@ bool pdl_enabled(Kernel* kernel) {
     return false;
   }
   return fa.ptxVersion >= 90;
+}
+
+// Whether interior blocks may skip the wait for their predecessor (k_main, k_adj_main: see k_main);
+// FWI_EARLY=0 turns it off.
+inline bool early_blocks() {
+  const char* env = std::getenv("FWI_EARLY");
+  return !(env && std::string(env) == "0");
 }
 
 // One kernel launch on `st`, with the PDL attribute when `pdl`.
@@ -613,6 +653,7 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
   float4* up = f4p(a.uprev);
   float4 *psix = f4p(a.psix), *psiz = f4p(a.psiz), *zx = f4p(a.zx), *zz = f4p(a.zz);
   const Launcher launch{st, pdl_enabled(k_main<N>)};
+  const int early = early_blocks() ? 1 : 0;
   // Per step: k_psi (+ the previous step's record and this step's ring), k_main (+ the source).
   // The record of the chunk's last step is taken after the loop.
   auto extra_blocks = [&](int64_t items) { return static_cast<int>((items + 255) / 256); };
@@ -626,7 +667,7 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
     float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
     launch(k_main<N>, grid, block, g, tl, a.w, a.v2dt2, static_cast<const float4*>(u), up,
            static_cast<const float4*>(psix), static_cast<const float4*>(psiz), zx, zz, a.ax, a.bx, a.az, a.bz, lap,
-           a.src, a.wavelet, nt, n);
+           a.src, a.wavelet, nt, n, early);
     std::swap(u, up);
   }
   if (a.nsteps > 0 && a.nrec > 0)
@@ -649,6 +690,25 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const int64_t small = a.nrec + (a.boundary ? C : 0);
   const int sblocks = static_cast<int>((small + 255) / 256);
   const Launcher launch{st, pdl_enabled(k_adj_main<N>)};
+  // tiles of k_adj_main holding a receiver (early interior blocks, see k_adj_main); stream-ordered
+  // allocation, freed at the end of the call
+  struct StreamBuffer {  // freed (stream-ordered) when the call returns or throws
+    void* p = nullptr;
+    cudaStream_t st;
+    ~StreamBuffer() {
+      if (p) (void)cudaFreeAsync(p, st);
+    }
+  } tiles_buf{nullptr, st};
+  unsigned char* rec_tiles = nullptr;
+  if (early_blocks() && a.nsteps > 0) {
+    const size_t bytes = static_cast<size_t>(agrid.x) * agrid.y * agrid.z;
+    check_launch(cudaMallocAsync(&tiles_buf.p, bytes, st));
+    rec_tiles = static_cast<unsigned char*>(tiles_buf.p);
+    check_launch(cudaMemsetAsync(rec_tiles, 0, bytes, st));
+    if (a.nrec > 0)
+      launch(k_rec_tiles, dim3(static_cast<unsigned>((g.B * a.nrec + 255) / 256)), dim3(256), g, ta,
+             static_cast<int>(agrid.x), static_cast<int>(agrid.y), a.rec, nrec, rec_tiles);
+  }
   auto ring_at = [&](int64_t s) -> const float* { return a.boundary ? a.ring + s * g.B * C : nullptr; };
   // Per step: k_grad_p1 (+ pass 3 of the step after, lazily; + in extra block rows the adjoint
   // source and ring of the step before) and k_adj_main. The chunk's first step (its last in
@@ -671,7 +731,7 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
            a.ax, a.az, grad, ua, static_cast<const float4*>(ub), lap, a.src, a.wavelet, nt, n);
     launch(k_adj_main<N>, agrid, block, g, ta, a.w, a.v2dt2, static_cast<const float4*>(lam), lp,
            static_cast<const float4*>(px), static_cast<const float4*>(pz), static_cast<const float4*>(zxc),
-           static_cast<const float4*>(zzc), a.ax, a.az);
+           static_cast<const float4*>(zzc), a.ax, a.az, static_cast<const unsigned char*>(rec_tiles));
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
     std::swap(zxr, zxc);
