@@ -81,9 +81,11 @@ class Codec(abc.ABC):
     """
 
     name: str = ""
-    #: encode/decode run many small tensor ops: the staged tiers code a whole chunk or range at
-    #: once and move the codes block by block (a single-op cast is cheaper block by block).
-    many_ops: bool = False
+    #: the staged tiers code a whole chunk (or gathered range) at once and move its codes to and
+    #: from the tier in runs of whole blocks, one copy per part: far fewer host-side calls than
+    #: coding block by block through the staging slots. Every codec but fp32, whose "codes" would
+    #: be a second copy of the chunk on the device.
+    whole_chunks: bool = False
 
     @abc.abstractmethod
     def part_specs(self, batch: int, cells: int) -> list[tuple[torch.dtype, tuple[int, ...]]]:
@@ -148,6 +150,7 @@ class Bf16Codec(Codec):
     """bfloat16 (fp32 range, 8-bit significand), round to nearest."""
 
     name = "bf16"
+    whole_chunks = True  # run X5: cpu·bf16 0.093 s against 0.074 for fp16, which coded whole chunks
 
     def part_specs(self, batch, cells):
         return [(torch.bfloat16, (batch, cells))]
@@ -199,7 +202,7 @@ class _BlockCodec(Codec):
     """
 
     block = INT8_BLOCK
-    many_ops = True
+    whole_chunks = True
     code_dtype: torch.dtype = torch.int8
     side_dtype: torch.dtype = torch.float32
 
@@ -295,7 +298,7 @@ class FusedInt8Codec(Int8Codec):
 
     # one kernel per call now, but a whole chunk coded at once still saves the staged tiers a
     # kernel per block, and its codes go to the host in one copy per block run
-    many_ops = True
+    whole_chunks = True
 
     def __init__(self, kernels) -> None:
         self.kernels = kernels

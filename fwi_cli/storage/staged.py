@@ -11,7 +11,7 @@ are done):
   block is full it is copied out (device -> host) on a side CUDA stream, ordered by events:
   the side stream waits for the encode ("ready" event), and the next encode into the same
   slot waits for the copy ("free" event). So the copy of block j overlaps the compute of
-  block j+1. A codec of many small ops (fp16, int8) codes the whole chunk once instead, and
+  block j+1. A codec with ``whole_chunks`` (fp16, bf16, int8) codes the whole chunk once instead, and
   the blocks that lie wholly inside the chunk are copied out straight from those codes (one
   event for the chunk, the codes kept alive for the side stream with ``record_stream``): no
   staging copy, and a third of the host-side torch calls per block. Such a run of whole blocks
@@ -138,9 +138,9 @@ class StagedRingStore(RingStore):
             )
         chunk = chunk.detach()
         compute = self._compute_stream()
-        codes = None  # the whole chunk coded at once, when coding costs many ops and it spans blocks
+        codes = None  # the whole chunk coded at once, for a whole-chunk codec when it spans blocks
         side_waits = False  # the side stream already waits for `codes`
-        if self.codec.many_ops and n0 // self.k != (n0 + t - 1) // self.k:
+        if self.codec.whole_chunks and n0 // self.k != (n0 + t - 1) // self.k:
             if self._put_copied_pending:  # the previous chunk's codes have been copied out
                 compute.wait_event(self._put_copied)
                 self._put_copied_pending = False
@@ -223,10 +223,10 @@ class StagedRingStore(RingStore):
             return out
         compute = self._compute_stream()
         j_lo, j_hi = n0 // self.k, (n0 + t - 1) // self.k
-        # many-op codecs: gather the range's codes block by block, decode once; blocks wholly
+        # whole-chunk codecs: gather the range's codes block by block, decode once; blocks wholly
         # inside the range and in no slot are loaded straight into the gathered codes
         codes = self.codec.allocate(t, self.batch, self.cells, self.device) \
-            if self.codec.many_ops and j_hi > j_lo else None
+            if self.codec.whole_chunks and j_hi > j_lo else None
         def loads_direct(j: int) -> bool:  # wholly inside the range and in no slot
             return (codes is not None and j * self.k >= n0
                     and j * self.k + self.block_len(j) <= n0 + t
