@@ -26,6 +26,9 @@
 //   every kernel does, on every path) until its predecessor has finished and its writes are
 //   visible. That hides the launch gaps between the small kernels of a step (2 forward, 2
 //   backward). FWI_PDL=0 turns it off.
+// * Early interior blocks: the interior blocks of k_main and k_adj_main touch nothing their
+//   predecessor (k_psi, k_grad_p1) writes or reads, so they skip the wait and run beside it
+//   (receiver tiles of k_adj_main excepted; see k_main). FWI_EARLY=0 makes every block wait.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
