@@ -113,6 +113,8 @@ def test_runner_nan_loss_marks_job_failed(tiny):
     assert res.status == "failed" and res.failed_iteration == 1
     assert res.reason == "loss is nan at iteration 1"
     assert np.isnan(res.loss).all() and np.isfinite(res.rmse[0])
+    # the loss is read after the backward is queued, but no update follows a non-finite loss
+    np.testing.assert_array_equal(res.vp_final, ex.problem.vp_init)
 
 
 def _c_unavailable(monkeypatch):

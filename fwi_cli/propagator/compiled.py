@@ -45,9 +45,15 @@ class _Problem:
         n = self.n
         self.c2, self.c1 = scaled_weights(prop.spatial_order, prop.dh)
         self.c1 = [0.0] + self.c1
-        parts = [np.pad(np.asarray(a, np.float32), n) for a in cpml]  # ax, bx (nxs); az, bz (nzs)
-        flat = torch.from_numpy(np.concatenate(parts)).to(self.dev, non_blocking=True)  # one copy, no sync
-        self.ax, self.bx, self.az, self.bz = torch.split(flat, [len(a) for a in parts])
+        # ax, bx (nxs), az, bz (nzs): the 1D profiles with n zeros each side, in one host array
+        sizes = [len(a) + 2 * n for a in cpml]
+        host = np.zeros(sum(sizes), np.float32)
+        start = 0
+        for a, size in zip(cpml, sizes, strict=True):
+            host[start + n:start + size - n] = a
+            start += size
+        flat = torch.from_numpy(host).to(self.dev, non_blocking=True)  # one copy, no sync
+        self.ax, self.bx, self.az, self.bz = torch.split(flat, sizes)
         self.w = w.to(torch.float32).contiguous()  # (B, nt)
         self.src = src_flat[:, 0].contiguous()  # (B,)
         self.rec = rec_flat.contiguous()  # (B, R)

@@ -36,6 +36,7 @@ Discretisation (both impls compute exactly this operator, float32):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -82,22 +83,34 @@ def first_derivative_weights(spatial_order: int) -> list[float]:
     return [float(c) for c in _FIRST[spatial_order]]
 
 
+@functools.lru_cache(maxsize=64)
+def _scaled_weights(spatial_order: int, dh: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    c2 = tuple(float(np.float32(c / dh**2)) for c in second_derivative_weights(spatial_order))
+    c1 = tuple(float(np.float32(c / dh)) for c in first_derivative_weights(spatial_order)[1:])
+    return c2, c1
+
+
 def scaled_weights(spatial_order: int, dh: float) -> tuple[list[float], list[float]]:
     """Float32-rounded stencil weights used by every implementation.
 
     Returns:
-        (c2, c1): c_0..c_N / dh^2 and d_1..d_N / dh, each value exactly a float32.
+        (c2, c1): c_0..c_N / dh^2 and d_1..d_N / dh, each value exactly a float32 (fresh lists;
+        computed once per order and spacing, since every propagator call asks).
     """
-    c2 = [float(np.float32(c / dh**2)) for c in second_derivative_weights(spatial_order)]
-    c1 = [float(np.float32(c / dh)) for c in first_derivative_weights(spatial_order)[1:]]
-    return c2, c1
+    c2, c1 = _scaled_weights(int(spatial_order), float(dh))
+    return list(c2), list(c1)
+
+
+@functools.lru_cache(maxsize=8)
+def _cfl_sum(spatial_order: int) -> float:
+    """-c_0 - 2 sum_k (-1)^k c_k of the second-derivative weights (exact, then float)."""
+    c = _SECOND[spatial_order]
+    return float(-c[0] - 2 * sum(ck * (-1) ** k for k, ck in enumerate(c) if k > 0))
 
 
 def cfl_limit(spatial_order: int, dh: float, vmax: float) -> float:
     """Largest stable dt (s) of the leapfrog scheme for the given order, spacing, vmax."""
-    c = _SECOND[spatial_order]
-    s = -c[0] - 2 * sum(ck * (-1) ** k for k, ck in enumerate(c) if k > 0)
-    return 2.0 * dh / (vmax * math.sqrt(2.0 * float(s)))
+    return 2.0 * dh / (vmax * math.sqrt(2.0 * _cfl_sum(spatial_order)))
 
 
 def cpml_profile(n: int, pml: int, dh: float, dt: float, vmax: float, f_pml: float) -> tuple[np.ndarray, np.ndarray]:
