@@ -9,3 +9,8 @@ python3 -m fwi_cli.bench --problem seed --configs c-gpu-fp32,c-gpu-fp16,c-gpu-bf
 python3 -m fwi_cli.bench --problem big --configs c-gpu-fp32,c-gpu-int8 --iters 3 2>&1 | grep "^| big"
 # 3. the iteration's timeline: kernels busy against the span, gaps (X4: 2.1 ms, mostly the preamble)
 python3 tools/probes/gaps.py "$OUT/trace.json" 2>&1 | grep -v -i warn | grep -v "^  "
+# 4. the branch prepared last session (compile-checked, CPU-tested): interior tiles launched first
+#    (exp-early-order; FWI_TILE_ORDER=rows gives the old order in the same build). Here, first:
+#    mkdir -p patches && git diff main exp-early-order > patches/exp-early-order.patch
+#    then on the device: bash tools/probes/branches.sh patches/exp-early-order.patch
+#    (and, in that tree, FWI_TILE_ORDER=rows for the A/B within one build).
