@@ -494,7 +494,8 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
   // Early interior blocks (rec_tiles non-null; see k_main): the predecessor k_grad_p1 writes the
   // PML strips (pbar, carried zbar), the gradient and the frames, and reads mu_prev only at PML
   // cells, but its extra blocks subtract the next adjoint source from mu_prev at the receivers:
-  // interior tiles holding a receiver of this quad (rec_tiles, written once per call) wait.
+  // interior tiles holding a receiver of this quad, and their x neighbours (rec_tiles, written
+  // once per call), wait.
   pdl_begin_unless(rec_tiles && !need_x && !need_z &&
                    !rec_tiles[(q * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x]);
   if (!need_x && !need_z) {  // the stencil stays inside the interior
@@ -571,7 +572,10 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
 }
 
 // rec_tiles[q][ty][tx] = 1 for the tiles (of tiling t, grid gx x gy) holding a receiver of a live
-// shot of quad q; the buffer is zeroed before. One receiver of one shot per thread.
+// shot of quad q, and for their left and right neighbours: a 32-byte sector holds two cells of a
+// row, so an early block next to a receiver tile could otherwise pull the receiver cell's sector
+// into L1 before k_grad_p1's atomic update. The buffer is zeroed before. One receiver of one
+// shot per thread.
 __global__ void k_rec_tiles(Grid g, Tiling t, int gx, int gy, const int64_t* __restrict__ rec, int nrec,
                             unsigned char* __restrict__ rec_tiles) {
   pdl_begin();
@@ -580,7 +584,10 @@ __global__ void k_rec_tiles(Grid g, Tiling t, int gx, int gy, const int64_t* __r
   const int b = e / nrec, k = sidx(rec[e], g);
   const int i = k / g.nxs, j = k % g.nxs;
   const int tx = (j - t.ox) / BX, ty = (i - t.oz) / BY;  // j >= ox, i >= oz: receivers are interior
-  rec_tiles[((b / kLanes) * gy + ty) * gx + tx] = 1;
+  unsigned char* row = rec_tiles + ((b / kLanes) * gy + ty) * gx;
+  row[tx] = 1;
+  if (tx > 0) row[tx - 1] = 1;
+  if (tx + 1 < gx) row[tx + 1] = 1;
 }
 
 // dJ/dV = (sum over steps of mu (L + f delta_src)) / V: k_grad_p1 accumulates the sum (mu = V lam),
@@ -702,12 +709,16 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
       if (p) (void)cudaFreeAsync(p, st);
     }
   } tiles_buf{nullptr, st};
-  unsigned char* rec_tiles = nullptr;
-  if (early_blocks() && a.nsteps > 0) {
-    const size_t bytes = static_cast<size_t>(agrid.x) * agrid.y * agrid.z;
-    check_launch(cudaMallocAsync(&tiles_buf.p, bytes, st));
+  unsigned char* rec_tiles = nullptr;  // null: every block waits
+  const size_t tile_bytes = static_cast<size_t>(agrid.x) * agrid.y * agrid.z;
+  if (launch.pdl && early_blocks() && a.nsteps > 0 &&
+      cudaMallocAsync(&tiles_buf.p, tile_bytes, st) != cudaSuccess) {
+    (void)cudaGetLastError();  // no stream-ordered memory here: go without early blocks
+    tiles_buf.p = nullptr;
+  }
+  if (tiles_buf.p) {
     rec_tiles = static_cast<unsigned char*>(tiles_buf.p);
-    check_launch(cudaMemsetAsync(rec_tiles, 0, bytes, st));
+    check_launch(cudaMemsetAsync(rec_tiles, 0, tile_bytes, st));
     if (a.nrec > 0)
       launch(k_rec_tiles, dim3(static_cast<unsigned>((g.B * a.nrec + 255) / 256)), dim3(256), g, ta,
              static_cast<int>(agrid.x), static_cast<int>(agrid.y), a.rec, nrec, rec_tiles);
@@ -719,7 +730,9 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   if (a.nsteps > 0 && sblocks > 0)
     launch(k_adjsrc_ring<N>, dim3(sblocks, g.Q), dim3(256), g, a.v2dt2, lam, a.rec, a.grad_record, nt, nrec,
            static_cast<int>(a.n0 + a.nsteps - 1), ring_at(a.nsteps - 1), ub);
-  const int xrows = static_cast<int>((sblocks + ggrid.x - 1) / ggrid.x);  // extra block rows of k_grad_p1
+  // extra block rows of k_grad_p1, whose blocks take BX * BY items each (sblocks counts 256)
+  const int64_t xblocks = (small + BX * BY - 1) / (BX * BY);
+  const int xrows = static_cast<int>((xblocks + ggrid.x - 1) / ggrid.x);
   float4 *zxr = f4p(a.zx), *zzr = f4p(a.zz), *zxc = f4p(a.zx2), *zzc = f4p(a.zz2);  // raw and carried zbar strips
   float4 *px = f4p(a.px), *pz = f4p(a.pz);
   float* grad = a.grad;  // (Q, nz, nx): the shots of a quad summed
