@@ -29,6 +29,18 @@ int64_t check_codec(const at::Tensor& values, const at::Tensor& codes, const at:
 
 namespace {
 
+// The absmax of row[a..b) and whether every value there is finite.
+inline float block_absmax(const float* row, int64_t a, int64_t b, bool* finite) {
+  float m = 0.f;
+  bool ok = true;
+  for (int64_t c = a; c < b; ++c) {
+    ok = ok && std::isfinite(row[c]);
+    m = fmaxf(m, fabsf(row[c]));
+  }
+  *finite = ok;
+  return m;
+}
+
 void encode_cpu(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale) {
   const int64_t cells = check_codec(x, codes, scale, at::kChar, at::kFloat);
   if (cells == 0) return;
@@ -40,12 +52,8 @@ void encode_cpu(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& 
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t a = k * kCodecBlock, b = std::min(cells, a + kCodecBlock);
-      float m = 0.f;
-      bool finite = true;
-      for (int64_t c = a; c < b; ++c) {
-        finite = finite && std::isfinite(xp[r * cells + c]);
-        m = fmaxf(m, fabsf(xp[r * cells + c]));
-      }
+      bool finite;
+      const float m = block_absmax(xp + r * cells, a, b, &finite);
       const float s = int8_scale(m, finite);
       sp[r * nblk + k] = s;
       for (int64_t c = a; c < b; ++c) cp[r * cells + c] = int8_code(xp[r * cells + c], s);
@@ -76,13 +84,8 @@ void encode_fp16_cpu(const at::Tensor& x, const at::Tensor& codes, const at::Ten
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t k = 0; k < nblk; ++k) {
       const int64_t a = k * kCodecBlock, b = std::min(cells, a + kCodecBlock);
-      float m = 0.f;
-      bool finite = true;
-      for (int64_t c = a; c < b; ++c) {
-        const float v = xp[r * cells + c];
-        finite = finite && std::isfinite(v);
-        m = fmaxf(m, fabsf(v));
-      }
+      bool finite;
+      const float m = block_absmax(xp + r * cells, a, b, &finite);
       const int e = fp16_exponent(m, finite);
       ep[r * nblk + k] = static_cast<int8_t>(e);
       const float s = pow2f(-e);

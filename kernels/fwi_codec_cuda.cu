@@ -14,15 +14,11 @@
 namespace fwi {
 namespace {
 
-// One block of kCodecBlock threads per (row, codec block): the block's absmax by warp shuffles
-// and shared memory, then each thread codes its cell.
-__global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ codes, float* __restrict__ scale,
-                              int64_t cells, int nblk) {
+// The absmax of the block's values (one per thread, 0 past the row's end) and whether all are
+// finite; every thread of the block must call it.
+__device__ __forceinline__ float block_absmax(float v, bool* finite) {
   __shared__ float wmax[kCodecBlock / 32];
-  const int64_t row = blockIdx.x;
-  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
-  const float v = c < cells ? x[row * cells + c] : 0.f;
-  const bool finite = __syncthreads_and(isfinite(v)) != 0;
+  *finite = __syncthreads_and(isfinite(v)) != 0;
   float m = fabsf(v);
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = m;
@@ -30,6 +26,18 @@ __global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ 
   m = wmax[0];
 #pragma unroll
   for (int w = 1; w < kCodecBlock / 32; ++w) m = fmaxf(m, wmax[w]);
+  return m;
+}
+
+// One block of kCodecBlock threads per (row, codec block): the block's absmax by warp shuffles
+// and shared memory, then each thread codes its cell.
+__global__ void k_int8_encode(const float* __restrict__ x, int8_t* __restrict__ codes, float* __restrict__ scale,
+                              int64_t cells, int nblk) {
+  const int64_t row = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
+  const float v = c < cells ? x[row * cells + c] : 0.f;
+  bool finite;
+  const float m = block_absmax(v, &finite);
   const float s = int8_scale(m, finite);
   if (threadIdx.x == 0) scale[row * nblk + blockIdx.y] = s;
   if (c < cells) codes[row * cells + c] = int8_code(v, s);
@@ -45,18 +53,11 @@ __global__ void k_int8_decode(const int8_t* __restrict__ codes, const float* __r
 // fp16: the block's absmax and whether every value is finite, then the per-block exponent.
 __global__ void k_fp16_encode(const float* __restrict__ x, __half* __restrict__ codes, int8_t* __restrict__ exps,
                               int64_t cells, int nblk) {
-  __shared__ float wmax[kCodecBlock / 32];
   const int64_t row = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kCodecBlock + threadIdx.x;
   const float v = c < cells ? x[row * cells + c] : 0.f;
-  const bool finite = __syncthreads_and(isfinite(v)) != 0;
-  float m = fabsf(v);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = m;
-  __syncthreads();
-  m = wmax[0];
-#pragma unroll
-  for (int w = 1; w < kCodecBlock / 32; ++w) m = fmaxf(m, wmax[w]);
+  bool finite;
+  const float m = block_absmax(v, &finite);
   const int e = fp16_exponent(m, finite);
   if (threadIdx.x == 0) exps[row * nblk + blockIdx.y] = static_cast<int8_t>(e);
   if (c < cells) codes[row * cells + c] = __float2half_rn(v * pow2f(-e));

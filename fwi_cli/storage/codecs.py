@@ -282,7 +282,31 @@ class Int8Codec(_BlockCodec):
         return side
 
 
-class FusedInt8Codec(Int8Codec):
+class _FusedCodec:
+    """Mixin: encode / decode through two ops of the compiled kernels (``ENCODE``, ``DECODE``,
+    taking (values, codes, side) and (codes, side, out)), one kernel each way per call."""
+
+    ENCODE = DECODE = ""
+    # one kernel per call now, but a whole chunk coded at once still saves the staged tiers a
+    # kernel per block, and its codes go to the host in one copy per block run
+    whole_chunks = True
+
+    def __init__(self, kernels) -> None:
+        self.kernels = kernels
+
+    def encode(self, x, out):
+        codes, side = out  # (T, B, C) codes, (T, B, nblk) block values
+        getattr(self.kernels, self.ENCODE)(x.contiguous(), codes, side)
+
+    def decode(self, parts, out=None):
+        codes, side = parts
+        if out is None:
+            out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+        getattr(self.kernels, self.DECODE)(codes, side, out)
+        return out
+
+
+class FusedInt8Codec(_FusedCodec, Int8Codec):
     """:class:`Int8Codec` in one kernel each way: ``fwi::ring_encode_int8`` /
     ``fwi::ring_decode_int8`` of the compiled kernels (``kernels/fwi_codec*.{cpp,cu}``).
     Replaces ~10 torch kernels per chunk.
@@ -296,26 +320,10 @@ class FusedInt8Codec(Int8Codec):
         kernels: ``torch.ops.fwi`` once loaded (``fwi_cli.propagator.backend.load``).
     """
 
-    # one kernel per call now, but a whole chunk coded at once still saves the staged tiers a
-    # kernel per block, and its codes go to the host in one copy per block run
-    whole_chunks = True
-
-    def __init__(self, kernels) -> None:
-        self.kernels = kernels
-
-    def encode(self, x, out):
-        codes, side = out  # (T, B, C) int8, (T, B, nblk) float32
-        self.kernels.ring_encode_int8(x.contiguous(), codes, side)
-
-    def decode(self, parts, out=None):
-        codes, side = parts
-        if out is None:
-            out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
-        self.kernels.ring_decode_int8(codes, side, out)
-        return out
+    ENCODE, DECODE = "ring_encode_int8", "ring_decode_int8"
 
 
-class FusedFp16Codec(Fp16Codec):
+class FusedFp16Codec(_FusedCodec, Fp16Codec):
     """:class:`Fp16Codec` in one kernel each way: ``fwi::ring_encode_fp16`` /
     ``fwi::ring_decode_fp16`` of the compiled kernels, the same codes and exponents bit for bit.
 
@@ -323,19 +331,7 @@ class FusedFp16Codec(Fp16Codec):
         kernels: ``torch.ops.fwi`` once loaded (``fwi_cli.propagator.backend.load``).
     """
 
-    def __init__(self, kernels) -> None:
-        self.kernels = kernels
-
-    def encode(self, x, out):
-        codes, side = out  # (T, B, C) float16, (T, B, nblk) int8
-        self.kernels.ring_encode_fp16(x.contiguous(), codes, side)
-
-    def decode(self, parts, out=None):
-        codes, side = parts
-        if out is None:
-            out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
-        self.kernels.ring_decode_fp16(codes, side, out)
-        return out
+    ENCODE, DECODE = "ring_encode_fp16", "ring_decode_fp16"
 
 
 CODECS: dict[str, Codec] = {c.name: c for c in (Fp32Codec(), Fp16Codec(), Bf16Codec(), Int8Codec())}
