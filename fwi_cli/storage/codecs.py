@@ -287,9 +287,6 @@ class _FusedCodec:
     taking (values, codes, side) and (codes, side, out)), one kernel each way per call."""
 
     ENCODE = DECODE = ""
-    # one kernel per call now, but a whole chunk coded at once still saves the staged tiers a
-    # kernel per block, and its codes go to the host in one copy per block run
-    whole_chunks = True
 
     def __init__(self, kernels) -> None:
         self.kernels = kernels
