@@ -183,4 +183,44 @@ struct AdjArgs {
 void forward_cuda(const StepArgs& a, void* stream);
 void backward_cuda(const AdjArgs& a, void* stream);
 
+// Launch order of the tiles of k_main and k_adj_main, one block per tile of a 1D grid: with
+// `first` set, the interior tiles of every quad (a rectangle [ix0, ix0 + nIx) x [iy0, iy0 + nIy)
+// of tile indices, the blocks that skip the PDL wait) come before the others, so that the
+// blocks resident while the predecessor still runs can work instead of waiting; else row-major
+// per quad, as a 3D grid would go.
+struct TileOrder {
+  int TX, TY, ix0, nIx, iy0, nIy, first;
+  FWI_HD void tile(int Q, int b, int* tx, int* ty, int* q) const {
+    const int nI = nIx * nIy;
+    if (!first) {
+      *q = b / (TX * TY);
+      const int r = b - *q * TX * TY;
+      *ty = r / TX; *tx = r - *ty * TX;
+      return;
+    }
+    if (b < Q * nI) {
+      *q = b / nI;
+      const int r = b - *q * nI;
+      *ty = iy0 + r / nIx; *tx = ix0 + r % nIx;
+      return;
+    }
+    b -= Q * nI;
+    const int nO = TX * TY - nI;
+    *q = b / nO;
+    int r = b - *q * nO;
+    const int top = iy0 * TX;
+    if (r < top) { *ty = r / TX; *tx = r % TX; return; }
+    r -= top;
+    const int side = TX - nIx, mid = nIy * side;
+    if (r < mid) {
+      *ty = iy0 + r / side;
+      const int c = r % side;
+      *tx = c < ix0 ? c : c + nIx;
+      return;
+    }
+    r -= mid;
+    *ty = iy0 + nIy + r / TX; *tx = r % TX;
+  }
+};
+
 }  // namespace fwi

@@ -151,6 +151,28 @@ inline dim3 tile_grid(const Grid& g, const Tiling& t) {
   return dim3((g.nxp + g.n - t.ox + BX - 1) / BX, (g.nzp + g.n - t.oz + BY - 1) / BY, g.Q);
 }
 
+// The order for tiling `t`: `inner(j0, i0)` says whether the tile at storage origin (j0, i0) is
+// an interior one; it must hold on a rectangle of tiles (it does: separate tests in x and z).
+template <class InnerX, class InnerZ>
+TileOrder make_order(const Grid& g, const Tiling& t, InnerX inner_x, InnerZ inner_z) {
+  const dim3 tg = tile_grid(g, t);
+  TileOrder o{static_cast<int>(tg.x), static_cast<int>(tg.y), 0, 0, 0, 0, 1};
+  for (int tx = 0; tx < o.TX; ++tx)
+    if (inner_x(t.ox + tx * BX)) {
+      if (o.nIx == 0) o.ix0 = tx;
+      ++o.nIx;
+    }
+  for (int ty = 0; ty < o.TY; ++ty)
+    if (inner_z(t.oz + ty * BY)) {
+      if (o.nIy == 0) o.iy0 = ty;
+      ++o.nIy;
+    }
+  if (o.nIx == 0 || o.nIy == 0) o.ix0 = o.nIx = o.iy0 = o.nIy = 0;
+  const char* env = std::getenv("FWI_TILE_ORDER");  // temporary measurement knob: "rows" for row-major
+  if (env && std::string(env) == "rows") o.first = 0;
+  return o;
+}
+
 __device__ __forceinline__ int sidx(int64_t padded_flat, const Grid& g) {
   const int f = static_cast<int>(padded_flat);
   return (f / g.nxp + g.n) * g.nxs + (f % g.nxp + g.n);
@@ -258,8 +280,10 @@ __global__ void FWI_BOUNDS(FWI_MINB_MAIN)
            float4* __restrict__ zxa, float4* __restrict__ zza, const float* __restrict__ ax,
            const float* __restrict__ bx, const float* __restrict__ az, const float* __restrict__ bz,
            float* __restrict__ lap, const int64_t* __restrict__ src, const float* __restrict__ wavelet, int nt,
-           int n, int early) {
-  const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * BY, q = blockIdx.z;
+           int n, int early, TileOrder order) {
+  int tx_, ty_, q;
+  order.tile(g.Q, blockIdx.x, &tx_, &ty_, &q);
+  const int j0 = t.ox + tx_ * BX, i0 = t.oz + ty_ * BY;
   const int lo = N + g.p;
   const bool inner = (j0 >= lo) && (j0 + BX <= lo + g.nx) && (i0 >= lo) && (i0 + BY <= lo + g.nz);  // block-uniform
   // Early interior blocks (`early`): the predecessor is this step's k_psi, which writes only psi
@@ -484,10 +508,13 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
                                                       const float4* __restrict__ px, const float4* __restrict__ pz,
                                                       const float4* __restrict__ zx, const float4* __restrict__ zz,
                                                       const float* __restrict__ ax, const float* __restrict__ az,
-                                                      const unsigned char* __restrict__ rec_tiles) {
+                                                      const unsigned char* __restrict__ rec_tiles,
+                                                      TileOrder order) {
   __shared__ float4 sAx[BY][BX + 2 * N], sAz[BY + 2 * N][BX], sPx[BY][BX + 2 * N], sPz[BY + 2 * N][BX];
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx, q = blockIdx.z;
-  const int j0 = t.ox + blockIdx.x * BX, i0 = t.oz + blockIdx.y * BY;  // storage coords of the tile origin
+  int tile_x, tile_y, q;
+  order.tile(g.Q, blockIdx.x, &tile_x, &tile_y, &q);
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * BX + tx;
+  const int j0 = t.ox + tile_x * BX, i0 = t.oz + tile_y * BY;  // storage coords of the tile origin
   const int xlo = g.p + N, xhi = g.p + N + g.nx, zlo = g.p + N, zhi = g.p + N + g.nz;  // interior range
   const bool need_x = !((j0 - N >= xlo) && (j0 + BX - 1 + N < xhi));  // x tiles touch a PML column
   const bool need_z = !((i0 - N >= zlo) && (i0 + BY - 1 + N < zhi));  // z tiles touch a PML row
@@ -497,7 +524,7 @@ __global__ void FWI_BOUNDS(FWI_MINB_ADJ) k_adj_main(Grid g, Tiling t, Weights w,
   // interior tiles holding a receiver of this quad, and their x neighbours (rec_tiles, written
   // once per call), wait.
   pdl_begin_unless(rec_tiles && !need_x && !need_z &&
-                   !rec_tiles[(q * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x]);
+                   !rec_tiles[(q * order.TY + tile_y) * order.TX + tile_x]);
   if (!need_x && !need_z) {  // the stencil stays inside the interior
     const int i = i0 + ty, j = j0 + tx, k = q * g.plane + i * g.nxs + j;
     const float4 S = d2v<N>(lam + k, 1, w) + d2v<N>(lam + k, g.nxs, w);
@@ -655,7 +682,12 @@ template <int N>
 void forward_impl(const StepArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const Tiling tl = make_tiling(g, N + g.p);
-  const dim3 block(BX, BY), grid = tile_grid(g, tl);
+  const dim3 block(BX, BY), tiles = tile_grid(g, tl);
+  const int lo = N + g.p;
+  const TileOrder order = make_order(
+      g, tl, [&](int j0) { return j0 >= lo && j0 + BX <= lo + g.nx; },
+      [&](int i0) { return i0 >= lo && i0 + BY <= lo + g.nz; });  // k_main's `inner`
+  const dim3 grid(tiles.x * tiles.y * tiles.z);
   const int pblocks = (pml_cells(g) + 255) / 256;
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
@@ -677,7 +709,7 @@ void forward_impl(const StepArgs& a, cudaStream_t st) {
     float* lap = a.lap ? a.lap + s * g.B * a.d.nz * a.d.nx : nullptr;
     launch(k_main<N>, grid, block, g, tl, a.w, a.v2dt2, static_cast<const float4*>(u), up,
            static_cast<const float4*>(psix), static_cast<const float4*>(psiz), zx, zz, a.ax, a.bx, a.az, a.bz, lap,
-           a.src, a.wavelet, nt, n, early);
+           a.src, a.wavelet, nt, n, early, order);
     std::swap(u, up);
   }
   if (a.nsteps > 0 && a.nrec > 0)
@@ -691,6 +723,11 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
   const Grid g = make_grid(a.d, N);
   const Tiling tg = make_tiling(g, N + g.p), ta = make_tiling(g, 2 * N + g.p);
   const dim3 block(BX, BY), ggrid = tile_grid(g, tg), agrid = tile_grid(g, ta);
+  const int lo = g.p + N;  // k_adj_main's interior tiles: no PML cell within N of the tile
+  const TileOrder aorder = make_order(
+      g, ta, [&](int j0) { return j0 - N >= lo && j0 + BX - 1 + N < lo + g.nx; },
+      [&](int i0) { return i0 - N >= lo && i0 + BY - 1 + N < lo + g.nz; });
+  const dim3 agrid1(agrid.x * agrid.y * agrid.z);
   const int64_t C = 2 * N * (a.d.nz + a.d.nx);
   const int nt = static_cast<int>(a.nt), nrec = static_cast<int>(a.nrec);
   float4* lam = f4p(a.lam);
@@ -745,9 +782,9 @@ void backward_impl(const AdjArgs& a, cudaStream_t st) {
     const dim3 gg(ggrid.x, ggrid.y + (more ? xrows : 0), ggrid.z);
     launch(k_grad_p1<N>, gg, block, g, tg, a.w, a.boundary, a.v2dt2, static_cast<const float4*>(lam), px, pz, z3,
            a.ax, a.az, grad, ua, static_cast<const float4*>(ub), lap, a.src, a.wavelet, nt, n);
-    launch(k_adj_main<N>, agrid, block, g, ta, a.w, a.v2dt2, static_cast<const float4*>(lam), lp,
+    launch(k_adj_main<N>, agrid1, block, g, ta, a.w, a.v2dt2, static_cast<const float4*>(lam), lp,
            static_cast<const float4*>(px), static_cast<const float4*>(pz), static_cast<const float4*>(zxc),
-           static_cast<const float4*>(zzc), a.ax, a.az, static_cast<const unsigned char*>(rec_tiles));
+           static_cast<const float4*>(zzc), a.ax, a.az, static_cast<const unsigned char*>(rec_tiles), aorder);
     std::swap(lam, lp);
     if (a.boundary) std::swap(ua, ub);
     std::swap(zxr, zxc);

@@ -379,6 +379,55 @@ def test_compiled_cuda_early_interior_blocks_change_no_bit(marmousi_crop, monkey
         for _ in range(3):
             r1, g1 = run(strategy, dtype)
             assert torch.equal(r1, r0) and torch.equal(g1, g0), (strategy, dtype)
+        monkeypatch.setenv("FWI_TILE_ORDER", "rows")  # tiles in row-major order, as before
+        r2, g2 = run(strategy, dtype)
+        monkeypatch.delenv("FWI_TILE_ORDER")
+        assert torch.equal(r2, r0) and torch.equal(g2, g0), (strategy, dtype)
+
+
+_TILE_MAP = r"""
+#include <torch/extension.h>
+#include "fwi_common.h"
+at::Tensor tile_map(int64_t TX, int64_t TY, int64_t ix0, int64_t nIx, int64_t iy0, int64_t nIy, int64_t first,
+                    int64_t Q) {
+  const fwi::TileOrder o{int(TX), int(TY), int(ix0), int(nIx), int(iy0), int(nIy), int(first)};
+  auto out = at::empty({Q * TX * TY, 3}, at::kLong);
+  auto a = out.accessor<int64_t, 2>();
+  for (int b = 0; b < Q * TX * TY; ++b) {
+    int tx, ty, q;
+    o.tile(int(Q), b, &tx, &ty, &q);
+    a[b][0] = q; a[b][1] = ty; a[b][2] = tx;
+  }
+  return out;
+}
+"""
+
+
+@pytest.mark.parametrize("TX,TY,ix0,nIx,iy0,nIy", [
+    (25, 32, 3, 19, 7, 17),  # seed-like: a rectangle of interior tiles
+    (6, 5, 0, 6, 1, 3),  # interior spans every column
+    (6, 5, 2, 2, 0, 5),  # interior spans every row
+    (6, 5, 0, 0, 0, 0),  # no interior tile
+    (4, 3, 0, 4, 0, 3),  # every tile interior
+])
+def test_tile_order_visits_every_tile_once_interior_first(TX, TY, ix0, nIx, iy0, nIy):
+    """The launch order of k_main / k_adj_main's tiles (fwi_common.h, TileOrder): a bijection from
+    block index to (quad, tile row, tile column), with the interior tiles of every quad first
+    when asked, and row-major per quad otherwise."""
+    from torch.utils.cpp_extension import load_inline
+
+    from fwi_cli.propagator.backend import kernel_dir
+
+    lib = load_inline("fwi_tile_order", cpp_sources=_TILE_MAP, functions=["tile_map"],
+                      extra_include_paths=[str(kernel_dir())])
+    Q = 3
+    everything = {(q, ty, tx) for q in range(Q) for ty in range(TY) for tx in range(TX)}
+    inner = {(q, ty, tx) for (q, ty, tx) in everything if ix0 <= tx < ix0 + nIx and iy0 <= ty < iy0 + nIy}
+    first = [tuple(r) for r in lib.tile_map(TX, TY, ix0, nIx, iy0, nIy, 1, Q).tolist()]
+    assert len(first) == len(everything) and set(first) == everything
+    assert set(first[:len(inner)]) == inner
+    rows = [tuple(r) for r in lib.tile_map(TX, TY, ix0, nIx, iy0, nIy, 0, Q).tolist()]
+    assert rows == sorted(everything)
 
 
 # --------------------------------------------------------------------------- shot groups
