@@ -176,6 +176,8 @@ def forward(lib, pb: _Problem, v2s: torch.Tensor, strategy: str | None, store=No
             store.put(n0, ring[:t])
     if strategy == "boundary":
         store.finish_forward()
+        top = (pb.nt - 1) // chunk * chunk
+        store.prefetch(top, pb.nt - top)  # the backward's first range: loads while the loss is formed
         frames = (pb.interior(u).contiguous(), pb.interior(up).contiguous())  # u^nt, u^{nt-1}
         if host_frames:
             frames = tuple(_to_host(f, pinned) for f in frames)
@@ -221,6 +223,8 @@ def backward(lib, pb: _Problem, v2s: torch.Tensor, grad_record: torch.Tensor, st
         lib.backward_steps(v2s, pb.ax, pb.bx, pb.az, pb.bz, pb.w, pb.src, pb.rec, gr, lam, lp, px, pz,
                            zx, zz, grad, ua, ub, ring, lap, n0, t, pb.pml, strategy == "boundary",
                            pb.c2, pb.c1)
+        if strategy == "boundary" and n0 > 0:  # the next range loads while this one computes
+            store.prefetch(n0 - chunk, chunk)
         if t % 2:
             lam, lp = lp, lam
             ua, ub = ub, ua
@@ -281,15 +285,15 @@ class _CompiledFunction(torch.autograd.Function):
                 "by the first backward); call the propagator again instead of retain_graph=True"
             )
         box, ctx.saved = [ctx.saved], None
+        dt = ctx.prop.dt
         try:
             v2s = storage_v2(v, ctx.prop, ctx.pb.n)
             g = backward(ctx.lib, ctx.pb, v2s, grad_record, ctx.strategy, box, ctx.store, ctx.chunk)
+            with torch.no_grad():  # queued before the store's clean-up, which may take the host a while
+                gv = (g * (2 * (v.detach() * dt))) * dt  # (nz, nx)
         finally:
             if ctx.store is not None:
                 ctx.store.close()
-        dt = ctx.prop.dt
-        with torch.no_grad():
-            gv = (g * (2 * (v.detach() * dt))) * dt  # (nz, nx)
         return gv, None, None, None
 
 

@@ -72,6 +72,11 @@ class RingStore(abc.ABC):
         """Called once after the last ``put`` (flush pending writes)."""
         return None
 
+    def prefetch(self, n0: int, t: int) -> None:
+        """A hint: the next ``get`` will be ``get(n0, t)``; a store that moves rings may start
+        loading those steps now (the default does nothing). Never required for correctness."""
+        return None
+
     def close(self) -> None:
         """Release memory and delete files; idempotent."""
         self._closed = True

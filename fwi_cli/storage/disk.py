@@ -14,20 +14,27 @@ on the compute device):
   small blocks, one thread hand-off and system call per block cost more than the bytes.
 * forward: each full block (from a staging slot, or straight from a chunk's fp16/int8 codes) is
   copied (side CUDA stream, async) into its place in the host buffer of its group (a few
-  buffers, pinned on CUDA when asked); a complete group is queued to a writer thread, which
-  waits for the copies' event, ``pwrite``s the group and gives the buffer back. The host
-  buffers bound the queue: when all are in flight ``put`` waits.
+  buffers, pinned on CUDA when asked); a complete group is queued to the writer threads
+  (``N_WRITERS``), one of which waits for the copies' event, ``pwrite``s the group, marks it
+  written and gives the buffer back. The host buffers bound the queue: when all are in
+  flight ``put`` waits. The last group stays in its host buffer (the *tail*): the backward
+  starts from it, and it is written only if the backward moves on from it.
+* ``finish_forward`` does not wait for the writers (that would hold the host until the GPU
+  ends the forward, and leave the GPU idle while the host then prepares the backward).
 * backward: a reader thread ``pread``s the next (earlier) groups into host buffers while the
-  caller computes; ``get`` copies blocks of the resident group host -> device on the side
-  stream, and gives the group's buffer back when it moves to another group.
+  caller computes, each once its write is done; ``get`` (or ``prefetch``) copies blocks of the
+  resident group host -> device on the side stream, and gives the group's buffer back when
+  it moves to another group.
 
-Errors: an ``OSError`` met by the writer (no space, permission, ...) is kept and raised as a
+Errors: an ``OSError`` met by a writer (no space, permission, ...) is kept and raised as a
 :class:`~fwi_cli.errors.StorageError` naming the directory at the next ``put``,
-``finish_forward`` or ``get``; a missing or truncated file in the backward pass likewise.
+``finish_forward`` or ``get`` (at the latest by the ``get`` that reads what failed to be
+written); a missing or truncated file in the backward pass likewise.
 Whenever the store raises a StorageError it has already removed its files.
 
 Clean-up: ``close()`` (also on leaving a ``with`` block, KeyboardInterrupt included) stops
-the threads and deletes the directory; so does a ``weakref.finalize`` when the store is
+the threads and deletes the directory (the files are unlinked at once; the page cache they
+held is freed by a closer thread as their descriptors close); so does a ``weakref.finalize`` when the store is
 garbage-collected, and the same finalizer runs at interpreter exit (``atexit``). A process
 killed outright (SIGKILL) cannot clean up: each store holds an ``flock`` on a file in its
 directory while it lives, and creating a store removes the sibling ``fwi-ring-*``
@@ -55,8 +62,14 @@ from fwi_cli.storage.base import head
 from fwi_cli.storage.codecs import Codec
 from fwi_cli.storage.staged import StagedRingStore
 
-#: Host buffers (each one I/O group) shared by the writer and the reader.
-N_HOST_BUFFERS = 4
+#: Host buffers (each one I/O group) shared by the writers and the reader.
+N_HOST_BUFFERS = 6
+#: Writer threads: page-cache writes of one thread (a memcpy into fresh pages) fall behind a
+#: forward that produces ~4.5 GB/s (seed problem, fp16; H200 run S2: disk·fp16 0.0804 s with one
+#: writer, 0.0744-0.0780 with two, 0.0717 with four).
+N_WRITERS = 4
+#: The last I/O group stays in host memory for the backward (module switch for A/B runs).
+TAIL_RESIDENT = True
 #: Groups the reader reads ahead of the backward pass.
 READ_AHEAD = 2
 #: Steps the files are written and read in at least (an I/O group is the fewest whole blocks
@@ -115,12 +128,25 @@ class _DiskResources:
         self.lock_fd = _hold_lock(root)  # released by the kernel when this process dies
         self.paths: list[Path] = []
         self.fds: list[int] = []
-        self.write_q: queue.Queue = queue.Queue()  # (items, host buffer) or None to stop
+        self.write_q: queue.Queue = queue.Queue()  # (items, host buffer, done) or None to stop
         self.free: queue.Queue = queue.Queue()  # idle host buffers
-        self.error: BaseException | None = None  # first error of the writer
+        self.error: BaseException | None = None  # first error of a writer
         self.stopping = False
-        self.writer: threading.Thread | None = None
+        self.written: dict[int, threading.Event] = {}  # I/O group -> set once its write ended
+        self.writers: list[threading.Thread] = []
         self.reader: ThreadPoolExecutor | None = None
+
+    def writers_alive(self) -> bool:
+        return any(w.is_alive() for w in self.writers)
+
+    def wait_written(self, g: int) -> None:
+        """Wait until I/O group g, if queued for writing, is written; raise a writer's error."""
+        done = self.written.get(g)
+        while done is not None and not done.wait(_POLL_S):
+            if self.stopping or not self.writers_alive():
+                raise StorageError("disk tier: the ring store was closed")
+        if self.error is not None:
+            raise self.error
 
     def take_buffer(self) -> _HostBuffer:
         """An idle host buffer (waits; gives up once the store is stopping)."""
@@ -128,17 +154,17 @@ class _DiskResources:
             try:
                 return self.free.get(timeout=_POLL_S)
             except queue.Empty:
-                if self.stopping or (self.writer is not None and not self.writer.is_alive()):
+                if self.stopping or (self.writers and not self.writers_alive()):
                     raise StorageError("disk tier: the ring store was closed") from None
 
     def write_loop(self) -> None:
-        """Writer thread: write queued blocks until told to stop."""
+        """Writer thread: write queued groups until told to stop."""
         while True:
             item = self.write_q.get()
             if item is None:
                 self.write_q.task_done()
                 return
-            items, buf = item
+            items, buf, done = item
             try:
                 if buf.event is not None:
                     buf.event.synchronize()  # the device -> host copy has landed
@@ -150,10 +176,12 @@ class _DiskResources:
                     self.error = exc
             finally:
                 self.free.put(buf)
+                done.set()
                 self.write_q.task_done()
 
-    def read_block(self, items) -> _HostBuffer:
-        """Reader thread (or caller): read one I/O group (its items) into an idle host buffer."""
+    def read_block(self, g: int, items) -> _HostBuffer:
+        """Reader thread (or caller): read I/O group g (its items) into an idle host buffer."""
+        self.wait_written(g)
         buf = self.take_buffer()
         try:
             if buf.event is not None:
@@ -166,31 +194,64 @@ class _DiskResources:
         return buf
 
     def close_files(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close the files' descriptors on the closer thread: the last close of an unlinked
+        file frees its blocks and page cache, ~5 ms for the seed problem's 105 MB on ext4,
+        which the caller need not wait for."""
+        if self.fds:
+            _closer().put(self.fds)
         self.fds = []
 
     def shutdown(self) -> None:
         """Stop the threads, close and delete the files and the directory (idempotent)."""
         self.stopping = True
         here = threading.current_thread()
-        if self.writer is not None and self.writer.is_alive():
+        alive = [w for w in self.writers if w.is_alive()]
+        for _ in alive:
             self.write_q.put(None)
-            if self.writer is not here:  # (a finalizer may run on any thread)
-                self.writer.join(timeout=60)
+        for w in alive:
+            if w is not here:  # (a finalizer may run on any thread)
+                w.join(timeout=60)
         if self.reader is not None:
             try:
                 self.reader.shutdown(wait=True, cancel_futures=True)
             except RuntimeError:  # called from the reader thread itself
                 self.reader.shutdown(wait=False, cancel_futures=True)
-        self.close_files()
+        for p in self.paths:  # unlinked while still open: their pages go at the last close
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
         shutil.rmtree(self.root, ignore_errors=True)
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+        # last: on ext4 the closer thread's page freeing slows directory operations running
+        # beside it (rmtree 0.1 -> 3 ms on a 105 MB ring)
+        self.close_files()
+
+
+_CLOSER: queue.Queue | None = None
+_CLOSER_LOCK = threading.Lock()
+
+
+def _closer() -> queue.Queue:
+    """The queue of the process's descriptor-closing thread (a daemon, started on first use)."""
+    global _CLOSER
+    with _CLOSER_LOCK:
+        if _CLOSER is None:
+            q: queue.Queue = queue.Queue()
+
+            def run() -> None:
+                while True:
+                    for fd in q.get():
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+
+            threading.Thread(target=run, name="fwi-ring-closer", daemon=True).start()
+            _CLOSER = q
+        return _CLOSER
 
 
 LOCK_NAME = ".owner.lock"
@@ -293,6 +354,7 @@ class DiskRingStore(StagedRingStore):
         self._pending: dict[int, tuple[Future, list]] = {}  # group -> (read, its items)
         self._wbuf: tuple[int, _HostBuffer, int] | None = None  # (group, buffer, steps) being filled
         self._rbuf: tuple[int, _HostBuffer] | None = None  # (group, buffer) the backward reads from
+        self._tail: tuple[int, _HostBuffer] | None = None  # the last group put, never written yet
         self._reading = False
         self._buffers: list[_HostBuffer] = []
         try:
@@ -309,8 +371,10 @@ class DiskRingStore(StagedRingStore):
         ]
         for buf in self._buffers:
             res.free.put(buf)
-        res.writer = threading.Thread(target=res.write_loop, name="fwi-ring-writer", daemon=True)
-        res.writer.start()
+        for i in range(max(1, N_WRITERS)):
+            w = threading.Thread(target=res.write_loop, name=f"fwi-ring-writer-{i}", daemon=True)
+            res.writers.append(w)
+            w.start()
         res.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fwi-ring-reader")
 
     @property
@@ -377,29 +441,39 @@ class DiskRingStore(StagedRingStore):
             self._record(buf.event, self._side)
             self._record(done, self._side)
         last = j + n - 1
-        if (last % self.group == self.group - 1 or last == self.n_blocks - 1
-                or steps < min((j + n) * self.k, self.nt) - j * self.k):
-            self._write_group()
+        if last == self.n_blocks - 1 or steps < min((j + n) * self.k, self.nt) - j * self.k:
+            self._end_group(keep=True)  # the last blocks the forward puts
+        elif last % self.group == self.group - 1:
+            self._end_group(keep=False)
 
-    def _write_group(self) -> None:
-        """Queue the group being filled (its blocks stored so far) to the writer."""
+    def _end_group(self, keep: bool) -> None:
+        """The group being filled is complete: queue it to the writers, or with ``keep`` (and
+        TAIL_RESIDENT) hold it as the tail."""
         g, buf, steps = self._wbuf
         self._wbuf = None
-        self._res.write_q.put((self._group_items(g, steps), buf))
+        if keep and TAIL_RESIDENT:
+            self._tail = (g, buf)
+        else:
+            self._write(g, buf, self._group_items(g, steps))
+
+    def _write(self, g: int, buf: _HostBuffer, items) -> None:
+        done = threading.Event()
+        self._res.written[g] = done
+        self._res.write_q.put((items, buf, done))
 
     def _end_forward(self) -> None:
         if self._wbuf is not None:  # the puts stopped inside a group
-            self._write_group()
-        self._res.write_q.join()
+            self._end_group(keep=True)
         self._check_errors()
 
     # ---- backward -----------------------------------------------------------------
 
     def _open_for_reading(self) -> None:
-        res = self._res
-        res.close_files()
+        """Check the files are still there (the writers may still be writing through the
+        same descriptors, which stay open)."""
         try:
-            res.fds = [os.open(p, os.O_RDONLY) for p in res.paths]
+            for p in self._res.paths:
+                os.stat(p)
         except OSError as exc:
             self._fail("a boundary file is missing (was the directory cleaned while the "
                        "gradient ran?)", exc)
@@ -411,32 +485,60 @@ class DiskRingStore(StagedRingStore):
             self.finish_forward()
         if not self._reading:
             self._open_for_reading()
-        if t > 0 and 0 <= n0 and n0 + t <= self._next_put:  # (bad ranges: the base raises)
+        ahead = self._ahead is not None and self._ahead[:2] == (n0, t)
+        if t > 0 and 0 <= n0 and n0 + t <= self._next_put and not ahead:  # (bad ranges: the base raises)
             # a range over several I/O groups: the lower ones are read while the top one is used
             per_group = self.group * self.k
             self._read_ahead(range((n0 + t - 1) // per_group - 1, n0 // per_group - 1, -1))
         try:
             return super().get(n0, t)
         except OSError as exc:  # StorageError from a read, or an OS error
-            if isinstance(exc, StorageError) and self._closed:
-                raise
-            self._fail("reading the boundary ring failed", exc)
+            self._fail_reading(exc)
+
+    def prefetch(self, n0: int, t: int) -> None:
+        self._check_open()
+        if not self._forward_done:
+            return
+        if not self._reading:
+            self._open_for_reading()
+        per_group = self.group * self.k
+        if t > 0 and 0 <= n0 and n0 + t <= self._next_put:  # the range's groups, then READ_AHEAD more
+            self._read_ahead(range((n0 + t - 1) // per_group, n0 // per_group - 1 - READ_AHEAD, -1))
+        try:
+            super().prefetch(n0, t)
+        except OSError as exc:
+            self._fail_reading(exc)
+
+    def _fail_reading(self, exc: OSError):
+        if isinstance(exc, StorageError) and self._closed:
+            raise exc
+        if self._res.error is not None:  # a read waited for a write that failed
+            self._fail("writing the boundary ring failed", self._res.error)
+        self._fail("reading the boundary ring failed", exc)
 
     def _group_buffer(self, g: int) -> _HostBuffer:
         """The host buffer holding I/O group g, read now unless it is resident or prefetched."""
         if self._rbuf is not None and self._rbuf[0] == g:
             return self._rbuf[1]
         if self._rbuf is not None:  # done with the resident group: the backward goes down
-            self._res.free.put(self._rbuf[1])
+            rg, rbuf = self._rbuf
             self._rbuf = None
+            if self._tail is not None and self._tail[0] == rg:  # never written: write it now
+                self._tail = None
+                self._write(rg, rbuf, self._group_items(rg))
+            else:
+                self._res.free.put(rbuf)
         items = self._group_items(g)
+        if self._tail is not None and self._tail[0] == g:  # the tail: in host memory already
+            self._rbuf = (g, self._tail[1])
+            return self._tail[1]
         entry = self._pending.pop(g, None)
         if entry is not None and entry[1] == items:
             buf = entry[0].result()
         else:
             if entry is not None:
                 self._release(entry[0])
-            buf = self._res.read_block(items)
+            buf = self._res.read_block(g, items)
         self._rbuf = (g, buf)
         return buf
 
@@ -470,13 +572,14 @@ class DiskRingStore(StagedRingStore):
         """Queue reads of ``groups`` (in that order) on the reader thread, skipping the
         resident group and those already queued, while host buffers remain."""
         resident = self._rbuf[0] if self._rbuf is not None else -1
+        tail = self._tail[0] if self._tail is not None else -1  # in host memory, maybe unwritten
         for gg in groups:
-            if gg in self._pending or gg == resident:
+            if gg in self._pending or gg == resident or gg == tail:
                 continue
             if len(self._pending) >= N_HOST_BUFFERS - 1:
                 break
             items = self._group_items(gg)
-            self._pending[gg] = (self._res.reader.submit(self._res.read_block, items), items)
+            self._pending[gg] = (self._res.reader.submit(self._res.read_block, gg, items), items)
 
     def _prefetch(self, j: int, keep: int) -> None:
         """Read the groups of block j and below ahead on the reader thread; stage block j
@@ -499,7 +602,7 @@ class DiskRingStore(StagedRingStore):
         for fut, _ in self._pending.values():
             fut.cancel()
         self._pending = {}
-        self._wbuf = self._rbuf = None
+        self._wbuf = self._rbuf = self._tail = None
         self._finalizer()  # stop threads, delete files (once)
         self._buffers = []
 

@@ -45,6 +45,9 @@ from fwi_cli.errors import FwiArgumentError, StorageError
 from fwi_cli.storage.base import RingStore, head
 from fwi_cli.storage.codecs import Codec
 
+#: ``prefetch`` loads ranges ahead (a module switch, for A/B measurements of the hint).
+LOAD_AHEAD = True
+
 
 class _Slot:
     """One device staging buffer holding the encoded parts of one block."""
@@ -92,6 +95,7 @@ class StagedRingStore(RingStore):
         # waits for it, so at most one chunk of codes waits for its copies at a time
         self._put_copied = torch.cuda.Event() if self._cuda else None
         self._put_copied_pending = False
+        self._ahead = None  # (n0, t, codes, ready event) loaded by prefetch
 
     # ---- helpers -------------------------------------------------------------------
 
@@ -218,10 +222,18 @@ class StagedRingStore(RingStore):
                 f"ring store get: steps [{n0}, {n0 + t}) were not all stored "
                 f"(only steps [0, {self._next_put}) were put)"
             )
+        compute = self._compute_stream()
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (n0, t):  # loaded by prefetch(n0, t)
+            codes, ready = ahead[2], ahead[3]
+            self._wait(compute, ready)
+            if self._cuda:  # side-stream memory, now read by the compute stream
+                for c in codes:
+                    c.record_stream(compute)
+            return self.codec.decode(codes)
         out = torch.empty((t, self.batch, self.cells), dtype=torch.float32, device=self.device)
         if t == 0:
             return out
-        compute = self._compute_stream()
         j_lo, j_hi = n0 // self.k, (n0 + t - 1) // self.k
         # whole-chunk codecs: gather the range's codes block by block, decode once; blocks wholly
         # inside the range and in no slot are loaded straight into the gathered codes
@@ -271,6 +283,30 @@ class StagedRingStore(RingStore):
         if j_lo > 0:
             self._prefetch(j_lo - 1, keep=j_lo)
         return out
+
+    def prefetch(self, n0: int, t: int) -> None:
+        """Start loading steps [n0, n0 + t) for the next ``get(n0, t)`` (see RingStore).
+
+        The range's codes are loaded from the tier into memory of their own, allocated on the
+        side stream, where the loads queue at once; the matching ``get`` only waits for them and
+        decodes. (``get`` alone gathers into fresh compute-stream memory, so its loads can start
+        only once the GPU reaches the get, and the decode then waits for the copy.) Ignored
+        unless the forward has ended and the range is whole stored blocks; a later prefetch
+        or get drops an unused one.
+        """
+        self._check_open()
+        self._ahead = None  # its memory goes back to the side stream's pool
+        end = n0 + t
+        if not (LOAD_AHEAD and self._forward_done and t > 0 and 0 <= n0 and end <= self._next_put
+                and n0 % self.k == 0 and (end % self.k == 0 or end == self.nt)):
+            return
+        self._check_errors()
+        with self._on_side():
+            codes = self.codec.allocate(t, self.batch, self.cells, self.device)
+        self._load_run(n0 // self.k, -(-t // self.k), codes, t)
+        ready = torch.cuda.Event() if self._cuda else None
+        self._record(ready, self._side)
+        self._ahead = (n0, t, codes, ready)
 
     def _acquire(self, j: int, keep: int) -> _Slot:
         """A slot holding block j, loading it (asynchronously) if needed."""
@@ -348,6 +384,7 @@ class StagedRingStore(RingStore):
         if self._cuda and not self._closed:
             self._side.synchronize()  # no copy may still touch memory we release
         super().close()
+        self._ahead = None
         self._slots = []
         self._filling = None
 
@@ -397,10 +434,6 @@ class CpuRingStore(StagedRingStore):
 
     def _load_run(self, j, count, parts, steps):
         self._load_block(j, parts, steps)
-
-    def _end_forward(self):
-        if self._cuda:  # host copies complete before anyone reads the host ring
-            self._side.synchronize()
 
     def close(self):
         super().close()
