@@ -168,7 +168,7 @@ TileOrder make_order(const Grid& g, const Tiling& t, InnerX inner_x, InnerZ inne
       ++o.nIy;
     }
   if (o.nIx == 0 || o.nIy == 0) o.ix0 = o.nIx = o.iy0 = o.nIy = 0;
-  const char* env = std::getenv("FWI_TILE_ORDER");  // temporary measurement knob: "rows" for row-major
+  const char* env = std::getenv("FWI_TILE_ORDER");  // "rows": row-major, as before (to compare; S1)
   if (env && std::string(env) == "rows") o.first = 0;
   return o;
 }

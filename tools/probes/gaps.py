@@ -11,11 +11,9 @@ Usage (device): python3 tools/probes/gaps.py [trace.json]
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections import Counter
 
 import numpy as np
 import torch
@@ -91,20 +89,7 @@ with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
     torch.cuda.synchronize()
 path = sys.argv[1] if len(sys.argv) > 1 else "/tmp/trace.json"
 prof.export_chrome_trace(path)
-ev = json.load(open(path))["traceEvents"]
-k = sorted((e for e in ev if e.get("cat") == "kernel"), key=lambda e: e["ts"])
-busy, gaps, pairs = 0.0, [], Counter()
-end = k[0]["ts"]
-for a, b in zip([None] + k[:-1], k):
-    s, d = b["ts"], b["dur"]
-    if s > end and a is not None:
-        gaps.append(s - end)
-        if s - end > 2.0:
-            pairs[(a["name"][:40], b["name"][:40])] += s - end
-    busy += max(0.0, s + d - max(s, end))
-    end = max(end, s + d)
-span = end - k[0]["ts"]
-print(f"profiled: span {span / 1e3:.1f} ms, kernels busy {busy / 1e3:.1f} ms, gaps {sum(gaps) / 1e3:.1f} ms "
-      f"({sum(g > 2 for g in gaps)} over 2 us, {len(k)} kernels)")
-for (a, b), us in pairs.most_common(8):
-    print(f"  {us / 1e3:7.2f} ms  {a} -> {b}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timeline import timeline  # noqa: E402
+
+print(timeline(path))
