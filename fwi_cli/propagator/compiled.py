@@ -118,7 +118,8 @@ class _Problem:
 
     def chunk_steps(self, memory) -> int:
         if memory.strategy == "boundary" and memory.boundary.storage != "gpu":
-            return max(int(memory.boundary.transfer_interval), HOST_CHUNK)
+            k = int(memory.boundary.transfer_interval)  # whole blocks: the store loads them ahead
+            return k * -(-HOST_CHUNK // k)
         return GPU_CHUNK
 
 

@@ -74,7 +74,9 @@ class RingStore(abc.ABC):
 
     def prefetch(self, n0: int, t: int) -> None:
         """A hint: the next ``get`` will be ``get(n0, t)``; a store that moves rings may start
-        loading those steps now (the default does nothing). Never required for correctness."""
+        loading those steps now (the default does nothing). Values never depend on it; a
+        tier's errors (StorageError) may surface here instead of at that ``get``, and a tier
+        that reads files may block here as the ``get`` would."""
         return None
 
     def close(self) -> None:

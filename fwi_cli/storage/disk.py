@@ -17,8 +17,8 @@ on the compute device):
   buffers, pinned on CUDA when asked); a complete group is queued to the writer threads
   (``N_WRITERS``), one of which waits for the copies' event, ``pwrite``s the group, marks it
   written and gives the buffer back. The host buffers bound the queue: when all are in
-  flight ``put`` waits. The last group stays in its host buffer (the *tail*): the backward
-  starts from it, and it is written only if the backward moves on from it.
+  flight ``put`` waits. The last group stays in its host buffer (the *tail*) and is never
+  written: the backward starts from it, and any later get of its steps reads it there.
 * ``finish_forward`` does not wait for the writers (that would hold the host until the GPU
   ends the forward, and leave the GPU idle while the host then prepares the backward).
 * backward: a reader thread ``pread``s the next (earlier) groups into host buffers while the
@@ -48,6 +48,7 @@ import fcntl
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -79,6 +80,8 @@ READ_AHEAD = 2
 IO_STEPS = 64
 #: Seconds between checks while waiting for a host buffer.
 _POLL_S = 0.05
+#: Seconds after which waiting for a host buffer is an error.
+BUFFER_WAIT_S = 300.0
 
 
 def _write_at(fd: int, buf: memoryview, offset: int) -> None:
@@ -146,16 +149,23 @@ class _DiskResources:
             if self.stopping or not self.writers_alive():
                 raise StorageError("disk tier: the ring store was closed")
         if self.error is not None:
-            raise self.error
+            raise StorageError(f"disk tier: writing the boundary ring failed: {self.error}") from self.error
 
     def take_buffer(self) -> _HostBuffer:
-        """An idle host buffer (waits; gives up once the store is stopping)."""
+        """An idle host buffer (waits; gives up once the store is stopping, or after
+        ``BUFFER_WAIT_S``: every buffer is given back within one write or read)."""
+        deadline = time.monotonic() + BUFFER_WAIT_S
         while True:
             try:
                 return self.free.get(timeout=_POLL_S)
             except queue.Empty:
                 if self.stopping or (self.writers and not self.writers_alive()):
                     raise StorageError("disk tier: the ring store was closed") from None
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"disk tier: no host buffer came back within {BUFFER_WAIT_S:.0f} s "
+                        "(a stalled disk, or a bug: please report it)"
+                    ) from None
 
     def write_loop(self) -> None:
         """Writer thread: write queued groups until told to stop."""
@@ -196,10 +206,17 @@ class _DiskResources:
     def close_files(self) -> None:
         """Close the files' descriptors on the closer thread: the last close of an unlinked
         file frees its blocks and page cache, ~5 ms for the seed problem's 105 MB on ext4,
-        which the caller need not wait for."""
-        if self.fds:
-            _closer().put(self.fds)
-        self.fds = []
+        which the caller need not wait for (at interpreter exit: here)."""
+        fds, self.fds = self.fds, []
+        closer = None if sys.is_finalizing() else _closer()
+        if closer is not None:
+            closer.put(fds)
+            return
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def shutdown(self) -> None:
         """Stop the threads, close and delete the files and the directory (idempotent)."""
@@ -231,11 +248,12 @@ class _DiskResources:
 
 
 _CLOSER: queue.Queue | None = None
-_CLOSER_LOCK = threading.Lock()
+_CLOSER_LOCK = threading.RLock()  # (a finalizer may run on a thread that holds it)
 
 
-def _closer() -> queue.Queue:
-    """The queue of the process's descriptor-closing thread (a daemon, started on first use)."""
+def _closer() -> queue.Queue | None:
+    """The queue of the process's descriptor-closing thread (a daemon, started on first use),
+    or None when no thread can start."""
     global _CLOSER
     with _CLOSER_LOCK:
         if _CLOSER is None:
@@ -249,7 +267,10 @@ def _closer() -> queue.Queue:
                         except OSError:
                             pass
 
-            threading.Thread(target=run, name="fwi-ring-closer", daemon=True).start()
+            try:
+                threading.Thread(target=run, name="fwi-ring-closer", daemon=True).start()
+            except RuntimeError:  # e.g. "can't create new thread at interpreter shutdown"
+                return None
             _CLOSER = q
         return _CLOSER
 
@@ -354,7 +375,7 @@ class DiskRingStore(StagedRingStore):
         self._pending: dict[int, tuple[Future, list]] = {}  # group -> (read, its items)
         self._wbuf: tuple[int, _HostBuffer, int] | None = None  # (group, buffer, steps) being filled
         self._rbuf: tuple[int, _HostBuffer] | None = None  # (group, buffer) the backward reads from
-        self._tail: tuple[int, _HostBuffer] | None = None  # the last group put, never written yet
+        self._tail: tuple[int, _HostBuffer] | None = None  # the last group put, kept, never written
         self._reading = False
         self._buffers: list[_HostBuffer] = []
         try:
@@ -367,7 +388,8 @@ class DiskRingStore(StagedRingStore):
             self._fail(f"cannot create the boundary files in {res.root}", exc)
         specs = codec.part_specs(batch, cells)
         self._buffers = [
-            _HostBuffer(specs, self.group * self.k, self.pinned, self._cuda) for _ in range(N_HOST_BUFFERS)
+            _HostBuffer(specs, self.group * self.k, self.pinned, self._cuda)
+            for _ in range(max(3, N_HOST_BUFFERS))  # the tail's, the resident group's, one to read into
         ]
         for buf in self._buffers:
             res.free.put(buf)
@@ -518,20 +540,14 @@ class DiskRingStore(StagedRingStore):
 
     def _group_buffer(self, g: int) -> _HostBuffer:
         """The host buffer holding I/O group g, read now unless it is resident or prefetched."""
+        if self._tail is not None and self._tail[0] == g:  # in host memory for good
+            return self._tail[1]
         if self._rbuf is not None and self._rbuf[0] == g:
             return self._rbuf[1]
         if self._rbuf is not None:  # done with the resident group: the backward goes down
-            rg, rbuf = self._rbuf
+            self._res.free.put(self._rbuf[1])
             self._rbuf = None
-            if self._tail is not None and self._tail[0] == rg:  # never written: write it now
-                self._tail = None
-                self._write(rg, rbuf, self._group_items(rg))
-            else:
-                self._res.free.put(rbuf)
         items = self._group_items(g)
-        if self._tail is not None and self._tail[0] == g:  # the tail: in host memory already
-            self._rbuf = (g, self._tail[1])
-            return self._tail[1]
         entry = self._pending.pop(g, None)
         if entry is not None and entry[1] == items:
             buf = entry[0].result()
@@ -572,11 +588,14 @@ class DiskRingStore(StagedRingStore):
         """Queue reads of ``groups`` (in that order) on the reader thread, skipping the
         resident group and those already queued, while host buffers remain."""
         resident = self._rbuf[0] if self._rbuf is not None else -1
-        tail = self._tail[0] if self._tail is not None else -1  # in host memory, maybe unwritten
+        tail = self._tail[0] if self._tail is not None else -1  # in host memory, never written
+        # buffers: one per pending read, the resident group's, the tail's, and one left for a
+        # read on the caller's thread, so that every read finds one
+        budget = len(self._buffers) - 2 - (tail >= 0)
         for gg in groups:
             if gg in self._pending or gg == resident or gg == tail:
                 continue
-            if len(self._pending) >= N_HOST_BUFFERS - 1:
+            if len(self._pending) >= budget:
                 break
             items = self._group_items(gg)
             self._pending[gg] = (self._res.reader.submit(self._res.read_block, gg, items), items)

@@ -4,7 +4,8 @@ The steps are cut into blocks of ``K = transfer_interval`` steps, block ``j`` ho
 ``[jK, min((j+1)K, nt))``. Two *staging slots*, each holding the encoded parts of one block,
 live on the compute device (``device_nbytes`` = 2 K B row_bytes; fp16/int8 also hold one
 chunk of codes while a put or get runs, and at most one earlier put's codes until its copies
-are done):
+are done; every codec holds the codes of one prefetched range from ``prefetch`` to its
+``get``):
 
 * forward: ``put(n0, chunk)`` accepts any chunk length T; it encodes each piece of the chunk
   that falls into block ``j`` into slot ``j mod 2`` on the current (compute) stream. When a
@@ -28,6 +29,9 @@ are done):
   into that slot waits for it. Before returning it starts loading the
   block just below the range into the other slot, so that copy overlaps the caller's
   compute of this range. Decreasing ranges are the fast path; any order is correct.
+* ``prefetch(n0, t)`` (the backward calls it for the next range after launching each chunk):
+  loads a range of whole blocks into codes of its own on the side stream at once; the matching
+  ``get`` then only waits for them and decodes (see :meth:`StagedRingStore.prefetch`).
 
 On a CPU device there are no streams: the same code runs with synchronous copies, so the
 block logic is the one tested here. The tier itself (where a block goes) is a subclass:
@@ -390,7 +394,9 @@ class StagedRingStore(RingStore):
 
     @property
     def device_nbytes(self) -> int:
-        return sum(p.numel() * p.element_size() for s in self._slots for p in s.parts)
+        """The staging slots and the codes of a prefetched range, if one is held now."""
+        held = self._ahead[2] if self._ahead is not None else []
+        return sum(p.numel() * p.element_size() for p in [*held, *(q for s in self._slots for q in s.parts)])
 
 
 class CpuRingStore(StagedRingStore):

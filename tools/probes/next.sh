@@ -1,7 +1,6 @@
 # First device call of a session (after `source tools/probes/dev_prelude.sh`), ~4 min: the
-# standard check of the shipped kernels. Last outputs: X6 (GPU tests, A/B), X7 (whole table),
-# docs/benchmarks.md. The seed gpu·fp32 row and the big case sit at their targets within the
-# spread between lent machines (0.0591-0.0603 s, 0.2975-0.3024 s); the disk rows vary most.
+# standard check of the shipped kernels. Last outputs: S3 (docs/benchmarks.md, first section):
+# seed c·gpu·fp32 0.0584 s, big 0.2929 s, cpu tier 0.059-0.065 s, disk tier 0.064-0.069 s.
 # 1. all GPU tests
 python3 -m pytest -q -m gpu tests/ -p no:cacheprovider 2>&1 | grep -E "^FAILED|passed|failed" | head -8
 # 2. the whole seed table (JSON with the accuracy under $OUT) and the big case
@@ -9,8 +8,5 @@ python3 -m fwi_cli.bench --problem seed --configs c-gpu-fp32,c-gpu-fp16,c-gpu-bf
 python3 -m fwi_cli.bench --problem big --configs c-gpu-fp32,c-gpu-int8 --iters 3 2>&1 | grep "^| big"
 # 3. the iteration's timeline: kernels busy against the span, gaps (X4: 2.1 ms, mostly the preamble)
 python3 tools/probes/gaps.py "$OUT/trace.json" 2>&1 | grep -v -i warn | grep -v "^  "
-# 4. the branch prepared last session (compile-checked, CPU-tested): interior tiles launched first
-#    (exp-early-order; FWI_TILE_ORDER=rows gives the old order in the same build). Here, first:
-#    mkdir -p patches && git diff main exp-early-order > patches/exp-early-order.patch
-#    then on the device: bash tools/probes/branches.sh patches/exp-early-order.patch
-#    (and, in that tree, FWI_TILE_ORDER=rows for the A/B within one build).
+# 4. the host tiers, where the machines vary most (S3: disk 0.064-0.069 s, cpu 0.059-0.065 s):
+python3 tools/probes/tiers_ab.py "$OUT" 2 2>&1 | grep -E "^\| |^median|profiled"
